@@ -1,0 +1,217 @@
+"""Building blocks shared by every IOC: documented PV factories, the IOC base class, the server runner.
+
+Every PV made here has a DESC (``doc=``), units (EGU), display limits and, where given, alarm limits;
+setpoints also carry control limits, so the server rejects out-of-range and NaN values and keeps the
+old value.  Readbacks are written with timestamps from the observatory clock (``ObsIOC.stamp``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from caproto import ChannelType
+from caproto.asyncio.server import start_server
+from caproto.server import PVGroup, pvproperty
+
+from obsctl.clock import ObservatoryClock
+from obsctl.site import InstrumentConfig, Site
+
+log = logging.getLogger("obsctl.ioc")
+
+#: instrument kind -> module in ``iocs`` defining ``make_ioc(site, inst, clock)``
+IOC_MODULES: dict[str, str] = {
+    "time": "iocs.station_time",
+    "drive": "iocs.drive",
+    "radiometer": "iocs.radiometer",
+    "instrumentation": "iocs.instrumentation",
+    "correlator": "iocs.correlator",
+    "pulsar_timer": "iocs.pulsar_timer",
+    "synthesizer": "iocs.synthesizer",
+    "weather": "iocs.weather",
+    "housekeeping": "iocs.housekeeping",
+}
+
+
+class InputError(ValueError):
+    """A client wrote a value the instrument cannot accept (reported to the client as a put failure)."""
+
+
+def _limits(lo: float | None, hi: float | None, alarm: tuple | None, warn: tuple | None,
+            writable: bool) -> dict[str, float]:
+    kw: dict[str, float] = {}
+    if lo is not None and hi is not None:
+        if not lo < hi:
+            raise ValueError(f"display limits must satisfy lo < hi, got {lo}, {hi}")
+        kw.update(lower_disp_limit=lo, upper_disp_limit=hi)
+        if writable:
+            kw.update(lower_ctrl_limit=lo, upper_ctrl_limit=hi)
+    elif writable:
+        raise ValueError("a writable numeric PV needs lo and hi limits")
+    if alarm:
+        kw.update(lower_alarm_limit=alarm[0], upper_alarm_limit=alarm[1])
+    if warn:
+        kw.update(lower_warning_limit=warn[0], upper_warning_limit=warn[1])
+    return kw
+
+
+def pv_float(name: str, doc: str, units: str, value: float = 0.0, *, lo: float | None = None,
+             hi: float | None = None, alarm: tuple[float, float] | None = None,
+             warn: tuple[float, float] | None = None, precision: int = 4,
+             writable: bool = False) -> pvproperty:
+    """A double PV (``ai``/``ao`` record). Setpoints need ``lo``/``hi``, enforced by the server."""
+    return pvproperty(name=name, value=float(value), dtype=ChannelType.DOUBLE, doc=doc, units=units,
+                      precision=precision, read_only=not writable, record="ao" if writable else "ai",
+                      **_limits(lo, hi, alarm, warn, writable))
+
+
+def pv_int(name: str, doc: str, units: str = "", value: int = 0, *, lo: int | None = None,
+           hi: int | None = None, alarm: tuple[int, int] | None = None, writable: bool = False) -> pvproperty:
+    """A long-integer PV (``longin``/``longout`` record)."""
+    return pvproperty(name=name, value=int(value), dtype=ChannelType.LONG, doc=doc, units=units,
+                      read_only=not writable, record="longout" if writable else "longin",
+                      **_limits(lo, hi, alarm, None, writable))
+
+
+def pv_enum(name: str, doc: str, states: Sequence[str], value: str | None = None, *,
+            writable: bool = False) -> pvproperty:
+    """An enum PV (``mbbo``/``mbbi`` record, at most 16 states); unknown states are rejected."""
+    if not 1 <= len(states) <= 16:
+        raise ValueError(f"{name}: an enum needs 1..16 states, got {len(states)}")
+    return pvproperty(name=name, value=value or states[0], dtype=ChannelType.ENUM,
+                      enum_strings=list(states), doc=doc, read_only=not writable,
+                      record="mbbo" if writable else "mbbi")
+
+
+def pv_str(name: str, doc: str, value: str = "", *, writable: bool = False) -> pvproperty:
+    """A string PV (40 characters, ``stringout``/``stringin`` record)."""
+    return pvproperty(name=name, value=value, dtype=ChannelType.STRING, doc=doc,
+                      read_only=not writable, record="stringout" if writable else "stringin")
+
+
+def pv_wave(name: str, doc: str, units: str, length: int, *, dtype: type = float,
+            lo: float | None = None, hi: float | None = None, writable: bool = False) -> pvproperty:
+    """A waveform PV of up to ``length`` elements (double by default)."""
+    ctype = ChannelType.DOUBLE if dtype is float else ChannelType.LONG
+    zero = [0.0] if dtype is float else [0]
+    kw = _limits(lo, hi, None, None, False) if lo is not None else {}
+    return pvproperty(name=name, value=zero, dtype=ctype, max_length=length, doc=doc, units=units,
+                      read_only=not writable, record="waveform", **kw)
+
+
+def require_finite(value: Any, what: str) -> float:
+    """``value`` as a finite float, else :class:`InputError` naming ``what``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{what}: {value!r} is not a number") from None
+    if not math.isfinite(v):
+        raise InputError(f"{what}: {value!r} is not finite")
+    return v
+
+
+class ObsIOC(PVGroup):
+    """Base of every obsctl IOC: prefix ``SITE:DEV:``, the site, the clock and a liveness counter.
+
+    Subclasses publish readbacks with ``await self.stamp(pv, value)`` so that timestamps come from the
+    observatory clock.
+    """
+
+    alive = pv_int("ALIVE_RBV", "IOC liveness counter, +1 per real second", "count")
+    sim_mode = pv_enum("SIM_STS", "Backend behind these PVs", ["SIMULATION", "HARDWARE"])
+    message = pv_str("MSG_RBV", "Last message or rejection reason from this IOC")
+
+    def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
+        self.site = site
+        self.inst = inst
+        self.clock = clock
+        self.dev = inst.dev
+        self.log = logging.getLogger(f"obsctl.ioc.{inst.dev}")
+        super().__init__(prefix=f"{site.pv_prefix}:{inst.dev}:", **kwargs)
+
+    @alive.scan(period=1.0)
+    async def alive(self, instance, async_lib):
+        await instance.write(instance.value + 1, timestamp=self.clock.now())
+
+    async def stamp(self, pv: Any, value: Any, **metadata: Any) -> None:
+        """Write ``value`` to a PV instance with an observatory-clock timestamp (skips no-op scalars)."""
+        await pv.write(value, timestamp=self.clock.now(), **metadata)
+
+    async def say(self, text: str) -> None:
+        """Publish a message (truncated to 39 characters) and log it."""
+        self.log.info(text)
+        await self.message.write(text[:39], timestamp=self.clock.now())
+
+    async def reject(self, text: str) -> None:
+        """Publish a rejection reason and raise :class:`InputError` so the client's put fails."""
+        self.log.warning("rejected: %s", text)
+        await self.message.write(text[:39], timestamp=self.clock.now())
+        raise InputError(text)
+
+
+# ---- server --------------------------------------------------------------------------------
+async def _fill_record_fields(pvdb: dict[str, Any]) -> None:
+    """Copy units into the EGU field of each record (caproto leaves it empty)."""
+    for pv in pvdb.values():
+        fields = getattr(pv, "field_inst", None)
+        units = getattr(pv, "units", "")
+        egu = getattr(fields, "engineering_units", None) if fields is not None else None
+        if egu is not None and units:
+            await egu.write(units)
+
+
+def build_iocs(site: Site, devs: Sequence[str], clock: ObservatoryClock) -> list[ObsIOC]:
+    """Instantiate the IOCs named by ``devs`` (device names from the site file)."""
+    import importlib
+
+    out = []
+    for dev in devs:
+        inst = site.instrument(dev)
+        module = importlib.import_module(IOC_MODULES[inst.kind])
+        out.append(module.make_ioc(site, inst, clock))
+    return out
+
+
+def merged_pvdb(iocs: Sequence[PVGroup]) -> dict[str, Any]:
+    """One pvdb for several groups; duplicate names are an error."""
+    pvdb: dict[str, Any] = {}
+    for ioc in iocs:
+        clash = set(pvdb) & set(ioc.pvdb)
+        if clash:
+            raise ValueError(f"duplicate PV names: {sorted(clash)[:5]}")
+        pvdb.update(ioc.pvdb)
+    return pvdb
+
+
+async def serve(iocs: Sequence[PVGroup], interface: str = "127.0.0.1") -> None:
+    """Serve the groups until SIGTERM/SIGINT; the port comes from EPICS_CA_SERVER_PORT."""
+    pvdb = merged_pvdb(iocs)
+    await _fill_record_fields(pvdb)
+    loop = asyncio.get_running_loop()
+    server_task = asyncio.create_task(start_server(pvdb, interfaces=[interface], log_pv_names=False))
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    done_wait = asyncio.create_task(stop.wait())
+    finished, _ = await asyncio.wait({server_task, done_wait}, return_when=asyncio.FIRST_COMPLETED)
+    for ioc in iocs:
+        closer = getattr(ioc, "shutdown", None)
+        if closer is not None:
+            await closer()
+    server_task.cancel()
+    try:
+        await server_task
+    except asyncio.CancelledError:
+        pass
+    if server_task in finished and server_task.exception() is not None:
+        raise server_task.exception()
+
+
+def as_array(value: Any) -> np.ndarray:
+    """A PV value (scalar or sequence) as a 1-D numpy array."""
+    return np.atleast_1d(np.asarray(value))

@@ -1,0 +1,1 @@
+"""Physical simulators behind the IOCs: plain functions and small state classes, no EPICS."""
