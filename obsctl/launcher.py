@@ -232,6 +232,9 @@ def wait_ready(state_dir: Path, timeout: float = 60.0, supervisor: subprocess.Po
         have = {f.stem.removeprefix("pvs-") for f in state_dir.glob("pvs-*.json")}
         if expected <= have:
             break
+        crashed = _crashed_before_ready(state_dir, expected - have)
+        if crashed:
+            raise LauncherError(f"IOC process {crashed[0]} failed to start: {crashed[1]}")
         if supervisor is not None and supervisor.poll() is not None:
             raise LauncherError(f"supervisor exited with code {supervisor.returncode}; see "
                                 f"{state_dir / 'supervisor.log'}")
@@ -246,6 +249,19 @@ def wait_ready(state_dir: Path, timeout: float = 60.0, supervisor: subprocess.Po
     if missing:
         raise LauncherError(f"{len(missing)} PVs did not connect, e.g. {missing[:5]}")
     return time.monotonic() - t0
+
+
+def _crashed_before_ready(state_dir: Path, pending: set[str]) -> tuple[str, str] | None:
+    """(process, last output) of a pending IOC process that already crashed, else None."""
+    try:
+        lines = (state_dir / LOG_FILE).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        parts = line.split(" ", 3)
+        if len(parts) == 4 and parts[1] == "crash" and parts[2].rstrip(":") in pending:
+            return parts[2].rstrip(":"), parts[3]
+    return None
 
 
 def stop(state_dir: Path, timeout: float = 15.0) -> bool:
