@@ -9,6 +9,8 @@ obsctl down     stop every IOC cleanly
 obsctl env      shell exports that let any CA client (caget, pyepics) reach the running observatory
 obsctl pvs      every PV with type, units and description (--json, --markdown)
 obsctl site     validate a site file
+obsctl azel, dprc2, pj2000, stnow, tstpln, updn
+                coordinate utilities of the NCCS toolbox (see docs/programs/)
 
 This is the top floor of the package: it may import ``iocs`` (inside command functions only).
 """
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 from obsctl import launcher
+from obsctl.cli_utilities import register as register_utilities
 from obsctl.site import SiteError, load_site
 
 
@@ -205,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("site", help="validate a site file")
     p.add_argument("file", nargs="?", default=None)
     p.set_defaults(fn=cmd_site)
+    register_utilities(sub)
     return ap
 
 
