@@ -18,6 +18,7 @@ import numpy as np
 from caproto import ChannelType
 from caproto.asyncio.server import start_server
 from caproto.server import PVGroup, pvproperty
+from caproto.server.server import PvpropertyDouble, PvpropertyEnum, PvpropertyInteger, PvpropertyString
 
 from obsctl.clock import ObservatoryClock
 from obsctl.site import InstrumentConfig, Site
@@ -40,6 +41,47 @@ IOC_MODULES: dict[str, str] = {
 
 class InputError(ValueError):
     """A client wrote a value the instrument cannot accept (reported to the client as a put failure)."""
+
+
+DESC_MAX = 40  # characters an EPICS DESC field holds
+
+
+def _desc(doc: str) -> str:
+    """A PV description that fits the DESC field (ValueError otherwise, so it is never cut silently)."""
+    if not doc or len(doc) > DESC_MAX:
+        raise ValueError(f"PV description must be 1..{DESC_MAX} characters, got {len(doc)}: {doc!r}")
+    return doc
+
+
+class _KeepAlarmOnReject:
+    """Mixin: a refused client write leaves the PV's alarm state as it was (caproto would latch WRITE/MAJOR)."""
+
+    async def write(self, value: Any, **kwargs: Any) -> Any:
+        before = (self.alarm.status, self.alarm.severity)
+        ok = False
+        try:
+            result = await super().write(value, **kwargs)
+            ok = True
+            return result
+        finally:
+            if not ok and (self.alarm.status, self.alarm.severity) != before:
+                await self.alarm.write(status=before[0], severity=before[1])
+
+
+class _Double(_KeepAlarmOnReject, PvpropertyDouble):
+    pass
+
+
+class _Long(_KeepAlarmOnReject, PvpropertyInteger):
+    pass
+
+
+class _Enum(_KeepAlarmOnReject, PvpropertyEnum):
+    pass
+
+
+class _String(_KeepAlarmOnReject, PvpropertyString):
+    pass
 
 
 def _limits(lo: float | None, hi: float | None, alarm: tuple | None, warn: tuple | None,
@@ -65,16 +107,16 @@ def pv_float(name: str, doc: str, units: str, value: float = 0.0, *, lo: float |
              warn: tuple[float, float] | None = None, precision: int = 4,
              writable: bool = False) -> pvproperty:
     """A double PV (``ai``/``ao`` record). Setpoints need ``lo``/``hi``, enforced by the server."""
-    return pvproperty(name=name, value=float(value), dtype=ChannelType.DOUBLE, doc=doc, units=units,
-                      precision=precision, read_only=not writable, record="ao" if writable else "ai",
+    return pvproperty(name=name, value=float(value), dtype=ChannelType.DOUBLE, doc=_desc(doc), units=units,
+                      precision=precision, alarm_group=name, read_only=not writable, record="ao" if writable else "ai",
                       **_limits(lo, hi, alarm, warn, writable))
 
 
 def pv_int(name: str, doc: str, units: str = "", value: int = 0, *, lo: int | None = None,
            hi: int | None = None, alarm: tuple[int, int] | None = None, writable: bool = False) -> pvproperty:
     """A long-integer PV (``longin``/``longout`` record)."""
-    return pvproperty(name=name, value=int(value), dtype=ChannelType.LONG, doc=doc, units=units,
-                      read_only=not writable, record="longout" if writable else "longin",
+    return pvproperty(name=name, value=int(value), dtype=ChannelType.LONG, doc=_desc(doc), units=units,
+                      alarm_group=name, read_only=not writable, record="longout" if writable else "longin",
                       **_limits(lo, hi, alarm, None, writable))
 
 
@@ -84,13 +126,13 @@ def pv_enum(name: str, doc: str, states: Sequence[str], value: str | None = None
     if not 1 <= len(states) <= 16:
         raise ValueError(f"{name}: an enum needs 1..16 states, got {len(states)}")
     return pvproperty(name=name, value=value or states[0], dtype=ChannelType.ENUM,
-                      enum_strings=list(states), doc=doc, read_only=not writable,
+                      enum_strings=list(states), doc=_desc(doc), read_only=not writable, alarm_group=name,
                       record="mbbo" if writable else "mbbi")
 
 
 def pv_str(name: str, doc: str, value: str = "", *, writable: bool = False) -> pvproperty:
     """A string PV (40 characters, ``stringout``/``stringin`` record)."""
-    return pvproperty(name=name, value=value, dtype=ChannelType.STRING, doc=doc,
+    return pvproperty(name=name, value=value, dtype=ChannelType.STRING, doc=_desc(doc), alarm_group=name,
                       read_only=not writable, record="stringout" if writable else "stringin")
 
 
@@ -100,8 +142,8 @@ def pv_wave(name: str, doc: str, units: str, length: int, *, dtype: type = float
     ctype = ChannelType.DOUBLE if dtype is float else ChannelType.LONG
     zero = [0.0] if dtype is float else [0]
     kw = _limits(lo, hi, None, None, False) if lo is not None else {}
-    return pvproperty(name=name, value=zero, dtype=ctype, max_length=length, doc=doc, units=units,
-                      read_only=not writable, record="waveform", **kw)
+    return pvproperty(name=name, value=zero, dtype=ctype, max_length=length, doc=_desc(doc), units=units,
+                      alarm_group=name, read_only=not writable, record="waveform", **kw)
 
 
 def require_finite(value: Any, what: str) -> float:
@@ -122,9 +164,12 @@ class ObsIOC(PVGroup):
     observatory clock.
     """
 
-    alive = pv_int("ALIVE_RBV", "IOC liveness counter, +1 per real second", "count")
+    type_map = {**PVGroup.type_map, ChannelType.DOUBLE: _Double, ChannelType.LONG: _Long,
+                ChannelType.ENUM: _Enum, ChannelType.STRING: _String}
+
+    alive = pv_int("ALIVE_RBV", "IOC liveness counter, +1 per real s", "count")
     sim_mode = pv_enum("SIM_STS", "Backend behind these PVs", ["SIMULATION", "HARDWARE"])
-    message = pv_str("MSG_RBV", "Last message or rejection reason from this IOC")
+    message = pv_str("MSG_RBV", "Last message or rejection reason")
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
         self.site = site

@@ -37,7 +37,9 @@ class CALink:
     names : iterable of str
         Full PV names.
     on_update : callable, optional
-        ``on_update(name, LinkValue)`` called on every monitor update (keep it fast).
+        ``on_update(name, LinkValue)`` called on every monitor update, in arrival order, on the event loop
+        (keep it fast).  Coroutine callbacks are used because caproto runs plain ones in a thread pool,
+        concurrently and possibly out of order.
     """
 
     def __init__(self, names: Iterable[str], on_update: Callable[[str, LinkValue], None] | None = None):
@@ -59,14 +61,14 @@ class CALink:
             self._subs.append(sub)
         self._callbacks = (self._update, self._conn)
 
-    def _conn(self, pv: Any, state: str) -> None:
+    async def _conn(self, pv: Any, state: str) -> None:
         lv = self.values.get(pv.name)
         if lv is not None:
             lv.connected = state == "connected"
             if not lv.connected:
                 log.info("link %s %s", pv.name, state)
 
-    def _update(self, sub: Any, response: Any) -> None:
+    async def _update(self, sub: Any, response: Any) -> None:
         name = sub.pv.name
         lv = self.values[name]
         data = response.data

@@ -51,7 +51,7 @@ class StationTimeIOC(ObsIOC):
     pps = pv_enum("PPS_STS", "1PPS synchronisation status", ["LOCKED", "HOLDOVER", "UNLOCKED"])
     pps_offset = pv_float("PPS_OFFSET_RBV", "Clock offset from the 1PPS edge", "us", lo=-50, hi=50,
                           alarm=(-10.0, 10.0), warn=(-1.0, 1.0), precision=3)
-    speed = pv_float("SPEED_RBV", "Simulation speed factor", "", lo=0, hi=10000, precision=2)
+    speed = pv_float("SPEED_RBV", "Speed factor, sim s per real s", "x", lo=0, hi=10000, precision=2)
     rate = pv_float("RATE_SP", "Publication rate", "Hz", 10.0, lo=0.1, hi=50.0, writable=True, precision=1)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs):

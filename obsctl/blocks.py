@@ -33,6 +33,7 @@ Columns (``COLUMNS``):
  FLAGS     -      bit field, FLAG_* below
 =========  =====  ==============================================================================
 
+A full block is MAX_LENGTH doubles (112 kB): Channel Access clients need EPICS_CA_MAX_ARRAY_BYTES above that.
 Global sample indices are contiguous across blocks; a client detects lost or repeated samples with
 :class:`LossTracker`.  A gap in *time* with contiguous indices means acquisition was stopped, not lost.
 """
@@ -192,6 +193,14 @@ def unpack(wave: np.ndarray | list[float]) -> Block:
                  avg=int(hdr[H["AVG"]]), rx=int(hdr[H["RX"]]),
                  sel=(int(hdr[H["SEL1"]]), int(hdr[H["SEL2"]])), data=data,
                  header={k: float(v) for k, v in zip(HEADER, hdr, strict=True)})
+
+
+def try_unpack(wave: np.ndarray | list[float]) -> Block | None:
+    """The Block in a waveform, or None if it is not one (e.g. the PV's initial value before any block)."""
+    w = np.asarray(wave, dtype=float).reshape(-1)
+    if w.size < HEADER_LEN or w[H["MAGIC"]] != FORMAT_MAGIC:
+        return None
+    return unpack(w)
 
 
 def concat(blocks: list[Block]) -> np.ndarray:

@@ -158,6 +158,21 @@ class SimulationConfig(_Model):
     dec_encoder_offset_deg: float = Field(default=0.002, description="second Dec encoder offset (deg)")
 
 
+class ArchiveConfig(_Model):
+    """Where runs are archived: an embedded SQLite catalog by default, PostgreSQL when a URL is given."""
+
+    data_dir: str = Field(default="", description="archive directory; empty = ~/.local/share/obsctl/archive")
+    catalog_uri: str = Field(default="", description="catalog database URL (postgresql://...); empty = SQLite "
+                                                     "in data_dir")
+
+    @field_validator("catalog_uri")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if v and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError(f"catalog_uri must be a sqlite:// or postgresql:// URL, got {v!r}")
+        return v
+
+
 class Site(_Model):
     """The observatory: location, mount, receivers and IOC fleet."""
 
@@ -173,6 +188,7 @@ class Site(_Model):
     ca: CAConfig = Field(default_factory=CAConfig)
     clock: ClockConfig = Field(default_factory=ClockConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    archive: ArchiveConfig = Field(default_factory=ArchiveConfig)
     catalog_dir: str = Field(default="", description="catalog CSV directory; empty = the packaged catalogs")
     source_file: str = Field(default="", description="path this site was read from (set by the loader)")
 

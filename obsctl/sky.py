@@ -33,6 +33,7 @@ _BODY_TB = {
     "jupiter": (350.0, -0.15),
     "saturn": (180.0, 0.0),
 }
+_BODY_SPAN_S = 600.0  # solar-system positions: anchors this far apart (s), linear in between
 _BODY_RADIUS_KM = {"sun": 695_700.0, "moon": 1_737.4, "venus": 6_051.8, "mars": 3_389.5,
                    "jupiter": 69_911.0, "saturn": 58_232.0}
 
@@ -104,7 +105,7 @@ class SkyModel:
     """Antenna temperature of the sky for the site's dish.
 
     Catalog positions are precessed to apparent place and cached for ``refresh_s`` seconds of
-    observatory time (600 s); solar-system bodies for 60 s.
+    observatory time (600 s); solar-system bodies are interpolated between anchors 600 s apart.
     """
 
     def __init__(self, site: Site, catalog: Catalog | None = None, refresh_s: float = 600.0):
@@ -116,7 +117,7 @@ class SkyModel:
         self._cat_t = -math.inf
         self._body_t = -math.inf
         self._cat_app: dict[str, tuple[float, float]] = {}
-        self._bodies: dict[str, tuple[float, float, float]] = {}  # name -> (ra, dec, radius)
+        self._bodies: dict[str, tuple[np.ndarray, np.ndarray, float]] = {}  # name -> (ra[2], dec[2], radius)
         self._sources = list(self.catalog.sources.values())
 
     # ---- positions -------------------------------------------------------------------------
@@ -129,21 +130,32 @@ class SkyModel:
             self._cat_app = {s.name: (float(r), float(d)) for s, r, d in zip(self._sources, ra, dec,
                                                                                strict=True)}
             self._cat_t = t
-        if abs(t - self._body_t) > 60.0:
-            lst = self.lst(t)
+        if not self._body_t <= t <= self._body_t + _BODY_SPAN_S:
+            # two anchors a span apart, interpolated linearly in between: one vectorised transform per body
+            ts = np.array([t, t + _BODY_SPAN_S])
+            lst = self.lst(ts)
             for name in _BODY_TB:
-                c = astro.body_coord(name, t, self.loc)
-                ha, dec = astro.apparent_hadec(c, t, self.loc)
-                radius = math.degrees(math.asin(_BODY_RADIUS_KM[name] / float(c.distance.to_value("km"))))
-                self._bodies[name] = ((lst - float(ha)) % 360.0, float(dec), radius)
+                c = astro.body_coord(name, ts, self.loc)
+                ha, dec = astro.apparent_hadec(c, ts, self.loc)
+                dist_km = np.asarray(c.distance.to_value("km"), dtype=float)
+                ra = (lst - np.asarray(ha)) % 360.0
+                ra[1] = ra[0] + astro.wrap180(ra[1] - ra[0])
+                radius = float(np.degrees(np.arcsin(_BODY_RADIUS_KM[name] / dist_km[0])))
+                self._bodies[name] = (ra, np.asarray(dec, dtype=float), radius)
             self._body_t = t
+
+    def _body(self, name: str, t: float) -> tuple[float, float, float]:
+        """Interpolated apparent RA, Dec (deg) and radius (deg) of a body at ``t`` (after _refresh)."""
+        ra, dec, radius = self._bodies[name]
+        w = (t - self._body_t) / _BODY_SPAN_S
+        return float((ra[0] + (ra[1] - ra[0]) * w) % 360.0), float(dec[0] + (dec[1] - dec[0]) * w), radius
 
     def apparent_radec(self, name: str, t: float) -> tuple[float, float]:
         """Apparent RA/Dec (deg) of a catalog source or body at time ``t`` (cached)."""
         self._refresh(t)
         key = name.lower()
         if key in self._bodies:
-            return self._bodies[key][:2]
+            return self._body(key, t)[:2]
         return self._cat_app[self.catalog.get(name).name]
 
     def apparent_hadec(self, name: str, t: float) -> tuple[float, float]:
@@ -164,7 +176,7 @@ class SkyModel:
             flux.append(s.flux_jy(freq_mhz))
             size.append(s.size_arcmin / 60.0)
         for name, (tb0, slope) in _BODY_TB.items():
-            r, d, radius = self._bodies[name]
+            r, d, radius = self._body(name, t)
             names.append(name)
             ra.append(r)
             dec.append(d)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import epics
 from caproto import ErrorResponseReceived
 from caproto.sync.client import write as _sync_write
+
+from obsctl import launcher
 
 
 def get(name: str, **kw: Any) -> Any:
@@ -35,3 +38,46 @@ def put_rejected(name: str, value: Any) -> str | None:
     except (ValueError, TypeError) as err:  # the client could not even encode it (wrong type)
         return f"client refused: {err}"
     return None
+
+
+def severity(name: str) -> int:
+    """Alarm severity of a PV (0 none, 1 minor, 2 major), fresh read."""
+    md = epics.get_pv(name, connect=True, timeout=5.0).get_with_metadata(use_monitor=False, form="time",
+                                                                         timeout=5.0)
+    return int(md["severity"])
+
+
+def check_pv_metadata(obs, dev: str) -> list[str]:
+    """Every PV the IOC ``dev`` serves: readable, with a DESC, and with EGU if numeric; returns the names."""
+    prefix = obs.pv(dev, "")
+    names = [n for n in launcher.served_pvs(obs.state_dir) if n.startswith(prefix)]
+    assert len(names) > 5, names
+    for name in names:
+        pv = epics.get_pv(name, connect=True, timeout=5.0)
+        assert pv.connected, name
+        assert get(name, as_string=True) is not None
+        desc = get(name + ".DESC")
+        assert isinstance(desc, str) and len(desc) > 3, f"{name} has no DESC"
+        if epics.ca.field_type(pv.chid) not in (epics.dbr.ENUM, epics.dbr.STRING, epics.dbr.CHAR):
+            assert get(name + ".EGU"), f"{name} has no EGU"
+    return names
+
+
+class Recorder:
+    """Monitor several PVs and keep (timestamp, value) of every update."""
+
+    def __init__(self, names: list[str]):
+        self.data: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+        self.lock = threading.Lock()
+        self.pvs = [epics.PV(n, callback=self._cb, form="time", auto_monitor=True) for n in names]
+        for pv in self.pvs:
+            assert pv.wait_for_connection(5.0), pv.pvname
+
+    def _cb(self, pvname=None, value=None, timestamp=None, **_):
+        with self.lock:
+            self.data[pvname].append((float(timestamp), float(value)))
+
+    def stop(self) -> None:
+        for pv in self.pvs:
+            pv.clear_callbacks()
+            pv.disconnect()
