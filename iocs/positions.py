@@ -69,6 +69,8 @@ class PositionTrack:
     def at(self, t: np.ndarray) -> dict[str, np.ndarray]:
         """Fields at times ``t`` (POSIX s); NaN where no packet is close enough.
 
+        Times between two packets are interpolated however far apart the packets are; only extrapolation
+        (before the oldest or after the newest packet) is limited to ``max_extrapolate_s``.
         Returns arrays for HA_ENC, DEC_ENC, HA_OBS, DEC_OBS, HA_SKY, DEC_SKY and the nearest-packet
         STATE, ON_SOURCE and packet time PKT_T (for skew accounting).
         """
@@ -87,7 +89,7 @@ class PositionTrack:
         span = pt[nxt] - pt[i]
         inside = (nxt > i) & (dt >= 0)
         frac = np.where(inside, dt / np.where(span > 0, span, 1.0), 0.0)
-        too_far = (dt > self.max_extrapolate_s) | (dt < -self.max_extrapolate_s)
+        too_far = ~inside & ((dt > self.max_extrapolate_s) | (dt < -self.max_extrapolate_s))
         for name, rate in (("HA", "HA_RATE"), ("DEC", "DEC_RATE")):
             for kind in ("ENC", "OBS", "SKY"):
                 k = IDX[f"{name}_{kind}"]
