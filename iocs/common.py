@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 from caproto import ChannelType
+from caproto._data import CannotExceedLimits
 from caproto.asyncio.server import start_server
 from caproto.server import PVGroup, pvproperty
 from caproto.server.server import PvpropertyDouble, PvpropertyEnum, PvpropertyInteger, PvpropertyString
@@ -54,18 +55,27 @@ def _desc(doc: str) -> str:
 
 
 class _KeepAlarmOnReject:
-    """Mixin: a refused client write leaves the PV's alarm state as it was (caproto would latch WRITE/MAJOR)."""
+    """Mixin for setpoints: a refused client write leaves the PV's alarm state as it was (caproto would latch
+    WRITE/MAJOR) and publishes the reason in the IOC's MSG_RBV, whether the putter or the limits refused it."""
 
     async def write(self, value: Any, **kwargs: Any) -> Any:
         before = (self.alarm.status, self.alarm.severity)
-        ok = False
         try:
-            result = await super().write(value, **kwargs)
-            ok = True
-            return result
-        finally:
-            if not ok and (self.alarm.status, self.alarm.severity) != before:
+            return await super().write(value, **kwargs)
+        except Exception as err:  # re-raised below: only restores the alarm and records the reason
+            if (self.alarm.status, self.alarm.severity) != before:
                 await self.alarm.write(status=before[0], severity=before[1])
+            group = getattr(self, "group", None)
+            message = getattr(group, "message", None)
+            if message is not None and self is not message:
+                name = self.pvspec.name
+                if isinstance(err, CannotExceedLimits):
+                    v = np.atleast_1d(value)[0]
+                    text = f"{name} {v:.6g} outside {self.lower_ctrl_limit:g}..{self.upper_ctrl_limit:g}"
+                else:
+                    text = f"{name}: {err}" if str(err) else f"{name}: {type(err).__name__}"
+                await message.write(text[:39])
+            raise
 
 
 class _Double(_KeepAlarmOnReject, PvpropertyDouble):

@@ -12,8 +12,18 @@ from collections.abc import Iterable
 
 
 def use_env(env: dict[str, str]) -> None:
-    """Put the observatory's CA settings into this process's environment (before pyepics starts)."""
+    """Put the observatory's CA settings into this process's environment (before pyepics starts).
+
+    The address list is merged with any already set, so a process that watches several observatories (or a
+    test session that set a wider list first) keeps reaching all of them.
+    """
+    env = dict(env)
+    addrs = env.pop("EPICS_CA_ADDR_LIST", "")
+    have = os.environ.get("EPICS_CA_ADDR_LIST", "").split()
+    merged = have + [a for a in addrs.split() if a not in have]
     os.environ.update(env)
+    if merged:
+        os.environ["EPICS_CA_ADDR_LIST"] = " ".join(merged)
 
 
 def connect_all(names: Iterable[str], env: dict[str, str] | None = None, timeout: float = 10.0) -> list[str]:

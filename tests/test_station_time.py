@@ -49,3 +49,10 @@ def test_time_rejects_bad_rate(observatory):
         assert get(name) == 10.0
     assert put_rejected(name, 5.0) is None
     assert get(name) == 5.0
+
+
+def test_rejection_reason_published(observatory):
+    obs = observatory(["TIME"])
+    assert put_rejected(obs.pv("TIME", "RATE_SP"), 1000.0)
+    assert get(obs.pv("TIME", "MSG_RBV")) == "RATE_SP 1000 outside 0.1..50"
+    assert get(obs.pv("TIME", "RATE_SP")) == 10.0
