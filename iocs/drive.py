@@ -184,7 +184,7 @@ class DriveIOC(ObsIOC):
     lst = _deg("LST_RBV", "Local apparent sidereal time (deg)", 0, 360)
     sun_dist = _deg("SUN_DIST_RBV", "Distance of the beam from the sun", 0, 180)
     wind = pv_float("WIND_RBV", "Wind speed for the stow decision", "m/s", lo=0, hi=60, precision=1)
-    pos_pkt = pv_wave("POS_PKT", "Position packet, iocs/positions.py", "", LENGTH)
+    pos_pkt = pv_wave("POS_PKT", "Position packet, iocs/positions.py", "packet", LENGTH)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
         super().__init__(site, inst, clock, **kwargs)
