@@ -9,7 +9,7 @@ Each process serves Channel Access on its own UDP/TCP port on loopback (``server
 the repeater port), because several servers sharing one port are found unreliably by unicast searches.
 Clients list every port in ``EPICS_CA_ADDR_LIST``; ``obsctl env`` prints the settings.
 
-A detached supervisor (``python -m obsctl.supervisor``) owns the IOC processes: it logs start-ups,
+A detached supervisor (``python -m iocs.supervisor``) owns the IOC processes: it logs start-ups,
 shutdowns and crashes to ``<state dir>/obsctl.log`` and restarts a crashed IOC.  The state directory holds
 ``observatory.json`` (ports, pids, clock) and one log per IOC process.
 """
@@ -202,7 +202,7 @@ def start(site: Site, state_dir: Path, *, speed: float | None = None, epoch: str
         f.unlink()
     state.save(state_dir)
     log = (state_dir / "supervisor.log").open("ab")
-    proc = subprocess.Popen([sys.executable, "-m", "obsctl.supervisor", "--state-dir", str(state_dir)],
+    proc = subprocess.Popen([sys.executable, "-m", "iocs.supervisor", "--state-dir", str(state_dir)],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     log.close()
     state.supervisor_pid = proc.pid
