@@ -94,6 +94,16 @@ class _String(_KeepAlarmOnReject, PvpropertyString):
     pass
 
 
+UNITS_MAX = 8  # characters of units a Channel Access client receives (MAX_UNITS_SIZE)
+
+
+def _units(units: str) -> str:
+    """Engineering units that fit a CA control structure (ValueError otherwise, so they are never cut)."""
+    if len(units) > UNITS_MAX:
+        raise ValueError(f"PV units must be at most {UNITS_MAX} characters, got {units!r}")
+    return units
+
+
 def _limits(lo: float | None, hi: float | None, alarm: tuple | None, warn: tuple | None,
             writable: bool) -> dict[str, float]:
     kw: dict[str, float] = {}
@@ -117,7 +127,7 @@ def pv_float(name: str, doc: str, units: str, value: float = 0.0, *, lo: float |
              warn: tuple[float, float] | None = None, precision: int = 4,
              writable: bool = False) -> pvproperty:
     """A double PV (``ai``/``ao`` record). Setpoints need ``lo``/``hi``, enforced by the server."""
-    return pvproperty(name=name, value=float(value), dtype=ChannelType.DOUBLE, doc=_desc(doc), units=units,
+    return pvproperty(name=name, value=float(value), dtype=ChannelType.DOUBLE, doc=_desc(doc), units=_units(units),
                       precision=precision, alarm_group=name, read_only=not writable, record="ao" if writable else "ai",
                       **_limits(lo, hi, alarm, warn, writable))
 
@@ -125,7 +135,7 @@ def pv_float(name: str, doc: str, units: str, value: float = 0.0, *, lo: float |
 def pv_int(name: str, doc: str, units: str = "", value: int = 0, *, lo: int | None = None,
            hi: int | None = None, alarm: tuple[int, int] | None = None, writable: bool = False) -> pvproperty:
     """A long-integer PV (``longin``/``longout`` record)."""
-    return pvproperty(name=name, value=int(value), dtype=ChannelType.LONG, doc=_desc(doc), units=units,
+    return pvproperty(name=name, value=int(value), dtype=ChannelType.LONG, doc=_desc(doc), units=_units(units),
                       alarm_group=name, read_only=not writable, record="longout" if writable else "longin",
                       **_limits(lo, hi, alarm, None, writable))
 
@@ -152,7 +162,7 @@ def pv_wave(name: str, doc: str, units: str, length: int, *, dtype: type = float
     ctype = ChannelType.DOUBLE if dtype is float else ChannelType.LONG
     zero = [0.0] if dtype is float else [0]
     kw = _limits(lo, hi, None, None, False) if lo is not None else {}
-    return pvproperty(name=name, value=zero, dtype=ctype, max_length=length, doc=_desc(doc), units=units,
+    return pvproperty(name=name, value=zero, dtype=ctype, max_length=length, doc=_desc(doc), units=_units(units),
                       alarm_group=name, read_only=not writable, record="waveform", **kw)
 
 

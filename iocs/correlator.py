@@ -50,11 +50,11 @@ import numpy as np
 
 from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave, require_finite
 from iocs.links import CALink, LinkValue
-from iocs.positions import PositionTrack
 from iocs.sim import correlator as sim
 from iocs.sim.noise import generator
 from obsctl import astro, sky
 from obsctl.clock import ObservatoryClock
+from obsctl.positions import PositionTrack
 from obsctl.site import InstrumentConfig, ReceiverConfig, Site
 
 try:  # the weather simulator is optional

@@ -41,7 +41,7 @@ Readbacks
   LST_RBV         local apparent sidereal time (deg, not hours)
   SUN_DIST_RBV    distance of the beam from the sun (deg)
   WIND_RBV        wind speed used for the wind-stow decision (m/s)
-  POS_PKT         position packet, iocs/positions.py layout, every control cycle
+  POS_PKT         position packet, obsctl/positions.py layout, every control cycle
 
 HA_OBS = encoder - PM - refraction (what the control system believes); HA_SKY = HA_OBS - SIM_PERR (where
 the beam truly points; computed from the noise-free axis angle).  Same for Dec.  Safety lives here:
@@ -86,7 +86,6 @@ from iocs.drive_targets import (
     resolve_track,
 )
 from iocs.links import CALink
-from iocs.positions import LENGTH, pack
 from iocs.sim.drive import (
     Axis,
     AxisSpec,
@@ -100,6 +99,7 @@ from obsctl import astro
 from obsctl.catalog import load_catalog
 from obsctl.clock import ObservatoryClock
 from obsctl.pointing import PointingModel
+from obsctl.positions import LENGTH, pack
 from obsctl.site import InstrumentConfig, Site
 from obsctl.sky import Weather
 
@@ -184,7 +184,7 @@ class DriveIOC(ObsIOC):
     lst = _deg("LST_RBV", "Local apparent sidereal time (deg)", 0, 360)
     sun_dist = _deg("SUN_DIST_RBV", "Distance of the beam from the sun", 0, 180)
     wind = pv_float("WIND_RBV", "Wind speed for the stow decision", "m/s", lo=0, hi=60, precision=1)
-    pos_pkt = pv_wave("POS_PKT", "Position packet, iocs/positions.py", "packet", LENGTH)
+    pos_pkt = pv_wave("POS_PKT", "Position packet, obsctl/positions.py", "packet", LENGTH)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
         super().__init__(site, inst, clock, **kwargs)

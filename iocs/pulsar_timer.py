@@ -52,12 +52,12 @@ import numpy as np
 
 from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave, require_finite
 from iocs.links import CALink, LinkValue
-from iocs.positions import PositionTrack
 from iocs.sim import pulsar_timer as sim
 from iocs.sim.noise import generator
 from obsctl import astro, sky
 from obsctl.catalog import Source
 from obsctl.clock import ObservatoryClock, parse_epoch
+from obsctl.positions import PositionTrack
 from obsctl.site import InstrumentConfig, ReceiverConfig, Site
 
 try:  # the weather simulator is optional

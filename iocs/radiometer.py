@@ -1,7 +1,7 @@
 """RAD: the radiometer — two DVMs with 16-way input selects, sampled synchronously with the drive position.
 
 Raw samples lie on the observatory-clock grid t_k = k / RATE_SP (k integer).  Each sample carries the
-drive's observed HA/Dec interpolated to t_k (from DRV:POS_PKT, :class:`iocs.positions.PositionTrack`),
+drive's observed HA/Dec interpolated to t_k (from DRV:POS_PKT, :class:`obsctl.positions.PositionTrack`),
 Az/El, both DVM readings and flags.  Samples are generated only up to the newest drive packet, so
 positions are interpolated, never extrapolated, while the drive is alive; without the drive (link down or
 packets older than ``stale_real_s``) they run up to now with NaN positions and POS_STS = NO_POSITION.
@@ -55,10 +55,10 @@ from caproto.asyncio.client import Context
 
 from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave
 from iocs.links import CALink
-from iocs.positions import PositionTrack
 from iocs.sim import radiometer as rsim
 from obsctl import astro, blocks
 from obsctl.clock import ObservatoryClock
+from obsctl.positions import PositionTrack
 from obsctl.site import InstrumentConfig, Site
 
 FILTERS = ("NONE", "MEDIAN3", "MEDIAN5")
@@ -195,8 +195,8 @@ class RadiometerIOC(ObsIOC):
     dvm2_raw = pv_int("DVM2_RAW", "DVM2 newest ADC reading (24 bit)", "count")
     dvm1_egu = pv_str("DVM1_EGU_RBV", "Unit of DVM1_RBV for the selected input", "K")
     dvm2_egu = pv_str("DVM2_EGU_RBV", "Unit of DVM2_RBV for the selected input", "K")
-    dvm1_cal = pv_float("DVM1_CAL_RBV", "DVM1 calibration (K or V per count)", "unit/count", precision=9)
-    dvm2_cal = pv_float("DVM2_CAL_RBV", "DVM2 calibration (K or V per count)", "unit/count", precision=9)
+    dvm1_cal = pv_float("DVM1_CAL_RBV", "DVM1 calibration (K or V per count)", "/count", precision=9)
+    dvm2_cal = pv_float("DVM2_CAL_RBV", "DVM2 calibration (K or V per count)", "/count", precision=9)
     dvm1_ofs = pv_float("DVM1_OFS_RBV", "DVM1 ADC offset", "count", precision=0)
     dvm2_ofs = pv_float("DVM2_OFS_RBV", "DVM2 ADC offset", "count", precision=0)
     cal_k = pv_float("CAL_K_PER_COUNT_RBV", "RF calibration of the selected receiver", "K/count",

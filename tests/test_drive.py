@@ -19,10 +19,10 @@ from astropy import units as u
 from astropy.coordinates import HADec, get_body
 from astropy.time import Time
 
-from iocs.positions import IDX
 from obsctl.catalog import load_catalog
 from obsctl.clock import ObservatoryClock
 from obsctl.pointing import PointingModel
+from obsctl.positions import IDX
 from obsctl.site import load_site
 from tests.conftest import wait_for
 from tests.helpers import get, put, put_rejected

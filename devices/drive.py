@@ -1,0 +1,542 @@
+"""DRV: the telescope drive as an ophyd positioner.
+
+``drive.set(target)`` tracks a catalog source or solar-system body (a name) or ICRS J2000 coordinates
+(``(ra_deg, dec_deg)`` or anything with ``.ra.deg``/``.dec.deg``); its Status finishes when the drive
+reports the new target tracked, on source and settled, and fails with the IOC's reason when the command is
+refused (limits, sun avoidance, unknown source, wind stow) or when the drive stops on the way (limit, sun,
+watchdog) or is re-commanded.  Offsets are positioners of their own (``drive.off_ha``, ``drive.off_dec``,
+coordinate degrees) usable in bluesky scans.  ``slew``, ``drift``, ``scan``, ``stow``, ``zenith`` and
+``halt`` return Statuses the same way; ``stop()`` commands STOP at once.  The RunEngine calls
+``stop(success=True)`` on every device it moved whenever a plan ends, pauses or aborts: that stops the
+drive only while one of this client's moves is under way, so a drive settled on its source keeps tracking.
+
+While the object lives, a daemon thread writes ``HEARTBEAT_SP`` every second of real time, so the drive's
+watchdog stops the telescope when this client dies.
+
+Settling is judged on the drive's position packet (``POS_PKT``, one consistent snapshot per control cycle
+with the observatory time of the cycle): a move is done at the first packet *after* the command was
+accepted that shows the expected state and ON_SOURCE (on source for the settle time).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import Device, DeviceStatus, EpicsSignal, Kind, Signal
+from ophyd.positioner import PositionerBase
+
+from devices.common import (
+    PUT_TIMEOUT,
+    CommandRefused,
+    DeviceFault,
+    ObsDevice,
+    Readback,
+    Setpoint,
+    run_in_thread,
+    watch,
+)
+from obsctl.positions import FIELDS, IDX, LENGTH
+
+# Fields of the drive's position packet (layout in obsctl/positions.py).
+PKT_T, PKT_HA_ENC, PKT_DEC_ENC, PKT_HA_OBS, PKT_DEC_OBS, PKT_HA_RATE, PKT_DEC_RATE, PKT_HA_SKY, PKT_DEC_SKY, \
+    PKT_STATE, PKT_ON_SOURCE = (IDX[name] for name in FIELDS)
+PKT_LENGTH = LENGTH
+
+#: drive state reached, per command, once the command has been carried out
+DONE_STATE = {"TRACK": "TRACKING", "SLEW": "PARKED", "ZENITH": "PARKED", "DRIFT": "DRIFTING", "STOW": "STOWED",
+              "SCAN": "TRACKING", "STOP": "STOPPED"}
+HALTED = ("STOPPED", "FAULT")
+AT_REST_DEG_S = 1e-6
+
+
+class PacketField(Signal):
+    """One field of the drive's position packet (read-only, time-stamped with the packet's cycle)."""
+
+    def __init__(self, *, packet: str = "pos_pkt", index: int, units: str = "deg", parent: Any = None,
+                 **kwargs: Any):
+        super().__init__(parent=parent, **kwargs)
+        self._packet = getattr(parent, packet)
+        self._index = index
+        self.units = units
+        self._packet.subscribe(self._packet_changed, run=False)
+
+    def _field(self, pkt: Any) -> tuple[float, float | None]:
+        """(field value, packet time) of a packet; NaN before the first packet."""
+        v = np.asarray(pkt if pkt is not None else [], dtype=float).reshape(-1)
+        return (float(v[self._index]), float(v[PKT_T])) if v.size == PKT_LENGTH else (math.nan, None)
+
+    def _packet_changed(self, value: Any = None, timestamp: float | None = None, **_: Any) -> None:
+        self._readback, t = self._field(value)
+        self._metadata["timestamp"] = t if t is not None else timestamp
+        self._run_subs(sub_type=self.SUB_VALUE, value=self._readback, timestamp=self._metadata["timestamp"])
+
+    def get(self, **kwargs: Any) -> float:
+        """The field of the newest packet; the time stamp (``.timestamp``) is that packet's cycle time."""
+        self._readback, t = self._field(self._packet.get(**kwargs))
+        self._metadata["timestamp"] = t if t is not None else self._packet.timestamp
+        return self._readback
+
+    @property
+    def connected(self) -> bool:
+        return self._packet.connected
+
+    def wait_for_connection(self, timeout: float = 0.0) -> None:
+        self._packet.wait_for_connection(timeout=timeout)
+
+    def put(self, *args: Any, **kwargs: Any) -> None:
+        raise PermissionError(f"{self.name} is a read-only packet field")
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        return {self.name: {"source": f"{self._packet.describe()[self._packet.name]['source']}[{self._index}]",
+                            "dtype": "number", "shape": [], "units": self.units}}
+
+
+class DriveStatus(DeviceStatus):
+    """Status of a drive command, with progress for progress bars: the pointing error left (deg).
+
+    ``watch(func)`` callbacks get ``name``, ``current`` (error left), ``initial``, ``target`` (0), ``unit``,
+    ``fraction`` (of the error left, 1 -> 0) and ``time_elapsed`` (real s), like ophyd's MoveStatus.
+    """
+
+    def __init__(self, device: Any, **kwargs: Any):
+        super().__init__(device, call_stop_on_failure=False, **kwargs)
+        self._t0 = time.monotonic()
+        self._initial: float | None = None
+        self.command = ""
+
+    def watch(self, func: Callable[..., None]) -> None:
+        self._watchers.append(func)
+
+    def progress(self, remaining_deg: float) -> None:
+        """Tell the watchers how much pointing error is left (deg)."""
+        if not self._watchers or not math.isfinite(remaining_deg):
+            return
+        if self._initial is None or remaining_deg > self._initial:
+            self._initial = max(remaining_deg, 1e-9)
+        for w in list(self._watchers):
+            w(name=self.device.name, current=remaining_deg, initial=self._initial, target=0.0, unit="deg",
+              precision=4, fraction=min(max(remaining_deg / self._initial, 0.0), 1.0),
+              time_elapsed=time.monotonic() - self._t0)
+
+
+class DriveOffset(Device, PositionerBase):
+    """A coordinate offset of the drive (deg) as a positioner: ``set(x)`` finishes when settled again.
+
+    Offsets act while the drive tracks or scans; otherwise ``set`` fails at once.  The readback is the
+    offset in the command now (user + scan, ``OFF_*_RBV``).  ``stop()`` stops the whole drive.
+    """
+
+    _default_read_attrs = ("readback",)
+    _default_configuration_attrs = ()
+
+    def __init__(self, prefix: str = "", *, name: str, timeout: float | None = None, **kwargs: Any):
+        super().__init__(prefix=prefix, name=name, timeout=timeout, **kwargs)
+        self.readback.name = self.name
+        self.readback.subscribe(self._readback_changed, run=False)
+
+    @property
+    def egu(self) -> str:
+        return "deg"
+
+    @property
+    def limits(self) -> tuple[float, float]:
+        return tuple(self.setpoint.limits)
+
+    @property
+    def position(self) -> float:
+        return float(self.readback.get())
+
+    def _readback_changed(self, value: Any = None, **kwargs: Any) -> None:
+        self._set_position(value, timestamp=kwargs.get("timestamp"))
+
+    def move(self, position: float, wait: bool = False, moved_cb: Callable | None = None,
+             timeout: float | None = None) -> Any:
+        """Write the offset; the MoveStatus finishes when the drive is on source and settled again."""
+        drive: Drive = self.parent
+        status = super().move(position, moved_cb=moved_cb, timeout=timeout)
+
+        inner = DeviceStatus(self, call_stop_on_failure=False)
+
+        def work() -> None:
+            state = drive.state.get()
+            if state not in ("TRACKING", "SCANNING"):
+                raise CommandRefused(f"{self.name}: offsets act only while tracking or scanning; drive is {state}")
+            target_ts = drive.target.timestamp
+            self.setpoint.checked_put(float(position))
+            scanning = state == "SCANNING"
+            t_last = float(np.asarray(drive.pos_pkt.fresh()[0], dtype=float).reshape(-1)[PKT_T]) if scanning \
+                else -math.inf
+            first: list[float] = []
+
+            def settled() -> bool:
+                drive.check_not_superseded(target_ts)
+                pkt = drive.packet()
+                if pkt is None or pkt[PKT_T] <= t_last:
+                    return False
+                state_now = drive.packet_state(pkt)
+                if state_now in HALTED:
+                    raise DeviceFault(drive.stop_reason(state_now))
+                if pkt[PKT_ON_SOURCE] < 0.5:
+                    return False
+                if not scanning:
+                    # OFF_RBV is the offset of the command of its cycle: a packet of that cycle or later that
+                    # is settled has settled on the new offset
+                    return abs(self.readback.get() - position) <= 1e-7 and pkt[PKT_T] >= self.readback.timestamp
+                if not first:  # scanning: OFF_RBV holds user + scan offsets; skip the cycle that may predate
+                    first.append(pkt[PKT_T])  # the write, accept the next settled one
+                    return False
+                return pkt[PKT_T] > first[0]
+
+            watch(inner, [drive.pos_pkt, self.readback], settled)
+
+        def finish(st: Any) -> None:
+            if status.done:
+                return
+            if st.success:
+                self._done_moving(success=True)
+            else:
+                self._reset_sub(self._SUB_REQ_DONE)
+                status.set_exception(st.exception())
+
+        inner.add_callback(finish)
+        drive._track_pending(status)
+        run_in_thread(inner, work, f"{self.name}-move", finish=False)
+        if wait:
+            status.wait()
+        return status
+
+    def stop(self, *, success: bool = False) -> None:
+        """Stop the drive as :meth:`Drive.stop` does (offsets have no motion of their own).
+
+        A move under way then fails (the drive was re-commanded).
+        """
+        self.parent.stop(success=success)
+
+
+class HaOffset(DriveOffset):
+    """Hour-angle offset (coordinate degrees)."""
+
+    setpoint = Cpt(Setpoint, "OFF_HA_SP", kind=Kind.config)
+    readback = Cpt(Readback, "OFF_HA_RBV", kind=Kind.hinted)
+
+
+class DecOffset(DriveOffset):
+    """Declination offset (deg)."""
+
+    setpoint = Cpt(Setpoint, "OFF_DEC_SP", kind=Kind.config)
+    readback = Cpt(Readback, "OFF_DEC_RBV", kind=Kind.hinted)
+
+
+class _Heartbeat:
+    """Daemon thread writing a counter to a signal every ``period`` real seconds until stopped.
+
+    Holds the signal weakly, so the thread ends when the device is garbage-collected.
+    """
+
+    def __init__(self, signal: EpicsSignal, period: float = 1.0):
+        self._ref = weakref.ref(signal)
+        self.period = period
+        self._stop = threading.Event()
+        self.beats = 0
+        self.thread = threading.Thread(target=self._run, name=f"{signal.name}-thread", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            sig = self._ref()
+            if sig is None:
+                return
+            try:
+                if sig.connected:
+                    sig.put(self.beats % 2_000_000_000)
+                    self.beats += 1
+            except (TimeoutError, RuntimeError, ValueError, OSError):  # a lost connection: keep trying
+                pass
+            del sig
+            self._stop.wait(self.period)
+
+    def stop(self) -> None:
+        """End the thread (the drive's watchdog then applies)."""
+        self._stop.set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the thread is alive."""
+        return self.thread.is_alive() and not self._stop.is_set()
+
+
+class Drive(ObsDevice):
+    """Telescope drive (DRV IOC) as a positioner over source names or ICRS coordinates.
+
+    Hinted readbacks: observed apparent HA/Dec (``ha_obs``/``dec_obs``, deg, from the position packet),
+    Az/El (deg) and ON_SOURCE.  Configuration: pointing-model and refraction corrections, target and the
+    command setpoints.  ``set`` leaves the offsets as they are (see ``track(..., off_ha=0, off_dec=0)``).
+    """
+
+    # commands and setpoints
+    mode = Cpt(EpicsSignal, "MODE_CMD", string=True, kind=Kind.omitted)
+    slew_frame = Cpt(Setpoint, "SLEW_FRAME_SP", string=True, kind=Kind.omitted)
+    slew_x = Cpt(Setpoint, "SLEW_X_SP", kind=Kind.omitted)
+    slew_y = Cpt(Setpoint, "SLEW_Y_SP", kind=Kind.omitted)
+    track_name = Cpt(Setpoint, "TRACK_NAME_SP", string=True, kind=Kind.config)
+    track_ra = Cpt(Setpoint, "TRACK_RA_SP", kind=Kind.config)
+    track_dec = Cpt(Setpoint, "TRACK_DEC_SP", kind=Kind.config)
+    drift_lead = Cpt(Setpoint, "DRIFT_LEAD_SP", kind=Kind.config)
+    off_ha = Cpt(HaOffset, "", kind=Kind.normal)
+    off_dec = Cpt(DecOffset, "", kind=Kind.normal)
+    rate_ha = Cpt(Setpoint, "RATE_HA_SP", kind=Kind.config)
+    rate_dec = Cpt(Setpoint, "RATE_DEC_SP", kind=Kind.config)
+    scan_dur = Cpt(Setpoint, "SCAN_DUR_SP", kind=Kind.config)
+    watchdog = Cpt(Setpoint, "WATCHDOG_SP", kind=Kind.config)
+    watchdog_ena = Cpt(Setpoint, "WATCHDOG_ENA_SP", string=True, kind=Kind.config)
+    heartbeat = Cpt(EpicsSignal, "HEARTBEAT_SP", kind=Kind.omitted)
+    sim_perr_ha = Cpt(Setpoint, "SIM_PERR_HA_SP", kind=Kind.omitted)
+    sim_perr_dec = Cpt(Setpoint, "SIM_PERR_DEC_SP", kind=Kind.omitted)
+    # status
+    state = Cpt(Readback, "STATE_STS", string=True, kind=Kind.normal)
+    on_source = Cpt(Readback, "ON_SOURCE_STS", string=True, kind=Kind.hinted)
+    settled = Cpt(Readback, "SETTLED_STS", string=True, kind=Kind.normal)
+    limit = Cpt(Readback, "LIMIT_STS", string=True, kind=Kind.normal)
+    watchdog_sts = Cpt(Readback, "WATCHDOG_STS", string=True, kind=Kind.omitted)
+    wind_sts = Cpt(Readback, "WIND_STS", string=True, kind=Kind.omitted)
+    wx_link = Cpt(Readback, "WX_LINK_STS", string=True, kind=Kind.omitted)
+    target = Cpt(Readback, "TARGET_RBV", string=True, kind=Kind.config)
+    # positions
+    pos_pkt = Cpt(Readback, "POS_PKT", kind=Kind.omitted)
+    ha_obs = Cpt(PacketField, index=PKT_HA_OBS, kind=Kind.hinted)
+    dec_obs = Cpt(PacketField, index=PKT_DEC_OBS, kind=Kind.hinted)
+    az = Cpt(Readback, "AZ_RBV", kind=Kind.hinted)
+    el = Cpt(Readback, "EL_RBV", kind=Kind.hinted)
+    ha_app = Cpt(Readback, "HA_APP_RBV", kind=Kind.normal)
+    dec_app = Cpt(Readback, "DEC_APP_RBV", kind=Kind.normal)
+    ha_pm = Cpt(Readback, "HA_PM_RBV", kind=Kind.config)
+    dec_pm = Cpt(Readback, "DEC_PM_RBV", kind=Kind.config)
+    ha_refr = Cpt(Readback, "HA_REFR_RBV", kind=Kind.config)
+    dec_refr = Cpt(Readback, "DEC_REFR_RBV", kind=Kind.config)
+    ha_cmd = Cpt(Readback, "HA_CMD_RBV", kind=Kind.omitted)
+    dec_cmd = Cpt(Readback, "DEC_CMD_RBV", kind=Kind.omitted)
+    ha = Cpt(Readback, "HA_RBV", kind=Kind.normal)
+    dec = Cpt(Readback, "DEC_RBV", kind=Kind.normal)
+    dec2 = Cpt(Readback, "DEC2_RBV", kind=Kind.omitted)
+    ha_err = Cpt(Readback, "HA_ERR_RBV", kind=Kind.normal)
+    dec_err = Cpt(Readback, "DEC_ERR_RBV", kind=Kind.normal)
+    ha_vel = Cpt(Readback, "HA_VEL_RBV", kind=Kind.omitted)
+    dec_vel = Cpt(Readback, "DEC_VEL_RBV", kind=Kind.omitted)
+    ra = Cpt(Readback, "RA_RBV", kind=Kind.normal)
+    lst = Cpt(Readback, "LST_RBV", kind=Kind.normal)
+    sun_dist = Cpt(Readback, "SUN_DIST_RBV", kind=Kind.normal)
+    wind = Cpt(Readback, "WIND_RBV", kind=Kind.omitted)
+
+    def __init__(self, prefix: str = "", *, name: str, heartbeat_period: float = 1.0, **kwargs: Any):
+        super().__init__(prefix=prefix, name=name, **kwargs)
+        self._pending: set[Any] = set()
+        self._pending_lock = threading.Lock()
+        self._heartbeat = _Heartbeat(self.heartbeat, heartbeat_period)
+        weakref.finalize(self, self._heartbeat.stop)
+
+    @property
+    def hints(self) -> dict[str, list[str]]:
+        return {"fields": [s.name for s in (self.ha_obs, self.dec_obs, self.az, self.el, self.on_source)]}
+
+    @property
+    def position(self) -> str:
+        """The current target (TARGET_RBV)."""
+        return str(self.target.get())
+
+    # ---- heartbeat ---------------------------------------------------------------------------
+    @property
+    def heartbeat_running(self) -> bool:
+        """Whether the heartbeat thread is writing."""
+        return self._heartbeat.running
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat (the drive's watchdog then stops the telescope while it moves)."""
+        self._heartbeat.stop()
+
+    def start_heartbeat(self, period: float = 1.0) -> None:
+        """(Re)start the heartbeat thread."""
+        if not self._heartbeat.running:
+            self._heartbeat = _Heartbeat(self.heartbeat, period)
+
+    # ---- packets and reasons -----------------------------------------------------------------
+    def packet(self) -> np.ndarray | None:
+        """The newest position packet received (None before the first)."""
+        v = np.asarray(self.pos_pkt.get(), dtype=float).reshape(-1)
+        return v if v.size == PKT_LENGTH else None
+
+    def packet_state(self, pkt: np.ndarray) -> str:
+        """Drive state name of a packet."""
+        names = self.state.enum_strs or ()
+        i = int(pkt[PKT_STATE])
+        return names[i] if 0 <= i < len(names) else f"state {i}"
+
+    def stop_reason(self, state: str) -> str:
+        """Why the drive stopped: the IOC's message, limit and watchdog status, read now."""
+        msg = self.last_message()
+        limit = self.limit.fresh()[0]
+        wd = self.watchdog_sts.fresh()[0]
+        extra = [f"limit {limit}"] if limit != "OK" else []
+        extra += ["watchdog expired"] if wd == "EXPIRED" else []
+        return f"drive {state}: {msg}" + (f" ({', '.join(extra)})" if extra else "")
+
+    def pointing_error(self) -> float:
+        """Commanded minus encoder position, as an angle on the sky (deg; cached monitor values)."""
+        dec = math.radians(float(self.dec.get()))
+        return math.hypot(float(self.ha_err.get()) * math.cos(dec), float(self.dec_err.get()))
+
+    def check_not_superseded(self, target_ts: float) -> None:
+        """Raise DeviceFault if a command newer than ``target_ts`` (TARGET_RBV time stamp) was accepted."""
+        ts = self.target.timestamp
+        if ts is not None and ts > target_ts + 1e-9:
+            raise DeviceFault(f"re-commanded: drive now on {self.target.get()!r} ({self.last_message()})")
+
+    # ---- commands ----------------------------------------------------------------------------
+    def _send_mode(self, mode: str, timeout: float = PUT_TIMEOUT) -> float:
+        """Write MODE_CMD; return the observatory time the IOC accepted it (CommandRefused if it did not)."""
+        before = self.target.fresh()
+        done = threading.Event()
+        self.mode.put(mode, use_complete=True, callback=lambda *a, **k: done.set())
+        if not done.wait(timeout):
+            raise TimeoutError(f"{self.mode.pvname}: no answer to {mode} within {timeout} s")
+        label, ts = self.target.fresh()
+        if (label, ts) == before:
+            raise CommandRefused(f"{mode} refused: {self.last_message()}")
+        return ts
+
+    def _command(self, what: str, puts: list[tuple[Setpoint, Any]], mode: str,
+                 timeout: float | None = None, done_state: str | None = None) -> DriveStatus:
+        """Write the setpoints, then MODE_CMD; the Status follows the drive to ``done_state`` + settled."""
+        status = DriveStatus(self, timeout=timeout)
+        final = done_state or DONE_STATE[mode]
+        status.command = what
+
+        def work() -> None:
+            for sig, value in puts:
+                sig.checked_put(value)
+            t_acc = self._send_mode(mode)
+
+            def check() -> bool:
+                self.check_not_superseded(t_acc)
+                pkt = self.packet()
+                if pkt is None or pkt[PKT_T] <= t_acc:
+                    return False
+                state = self.packet_state(pkt)
+                status.progress(self.pointing_error())
+                if mode == "STOP":
+                    return state in HALTED and max(abs(pkt[PKT_HA_RATE]), abs(pkt[PKT_DEC_RATE])) < AT_REST_DEG_S
+                if state in HALTED:
+                    raise DeviceFault(self.stop_reason(state))
+                return state == final and pkt[PKT_ON_SOURCE] > 0.5
+
+            watch(status, [self.pos_pkt, self.target], check)
+
+        self._track_pending(status)
+        run_in_thread(status, work, f"{self.name}-{mode.lower()}", finish=False)
+        return status
+
+    def _target_puts(self, target: Any) -> tuple[list[tuple[Setpoint, Any]], str]:
+        if isinstance(target, str):
+            return [(self.track_name, target.strip())], target.strip()
+        if hasattr(target, "ra") and hasattr(target, "dec"):  # SkyCoord-like (ICRS)
+            icrs = target.icrs if hasattr(target, "icrs") else target
+            ra, dec = float(icrs.ra.deg), float(icrs.dec.deg)
+        else:
+            try:
+                ra, dec = (float(x) for x in target)
+            except (TypeError, ValueError):
+                raise ValueError(f"target must be a name, (ra_deg, dec_deg) or a SkyCoord, got {target!r}") from None
+        return [(self.track_name, ""), (self.track_ra, ra % 360.0), (self.track_dec, dec)], \
+            f"RA {ra:.4f} Dec {dec:+.4f}"
+
+    @staticmethod
+    def _offset_puts(off: tuple[Setpoint, Setpoint], off_ha: float | None,
+                     off_dec: float | None) -> list[tuple[Setpoint, Any]]:
+        return [(sig, float(v)) for sig, v in zip(off, (off_ha, off_dec), strict=True) if v is not None]
+
+    def set(self, target: Any, *, timeout: float | None = None) -> DriveStatus:
+        """Track ``target`` (name, (ra_deg, dec_deg) ICRS or SkyCoord); done when on source and settled."""
+        return self.track(target, timeout=timeout)
+
+    def track(self, target: Any, *, off_ha: float | None = None, off_dec: float | None = None,
+              timeout: float | None = None) -> DriveStatus:
+        """Track ``target`` with optional new offsets (deg); the Status finishes when settled on it."""
+        puts, label = self._target_puts(target)
+        puts += self._offset_puts((self.off_ha.setpoint, self.off_dec.setpoint), off_ha, off_dec)
+        return self._command(f"track {label}", puts, "TRACK", timeout)
+
+    def slew(self, x_deg: float, y_deg: float, frame: str = "HADEC", *,
+             timeout: float | None = None) -> DriveStatus:
+        """Slew to a fixed apparent position: HA/Dec (``frame='HADEC'``) or Az/El (``'AZEL'``), deg."""
+        frame = frame.upper()
+        puts = [(self.slew_frame, frame), (self.slew_x, float(x_deg)), (self.slew_y, float(y_deg))]
+        return self._command(f"slew {frame} {x_deg:g} {y_deg:g}", puts, "SLEW", timeout)
+
+    def drift(self, target: Any, lead_deg: float = 0.5, *, timeout: float | None = None) -> DriveStatus:
+        """Park ``lead_deg`` of HA ahead of ``target``; the Status finishes when parked and settled.
+
+        The park point is the target's position at the command plus the lead, so the source crosses the beam
+        about lead_deg / 15.04 hours after the command: a long slew to the park point uses up part of the lead.
+        """
+        puts, label = self._target_puts(target)
+        puts.append((self.drift_lead, float(lead_deg)))
+        return self._command(f"drift {label} lead {lead_deg:g}", puts, "DRIFT", timeout)
+
+    def scan(self, target: Any = None, *, rate_ha: float = 0.0, rate_dec: float = 0.0, duration: float,
+             off_ha: float | None = None, off_dec: float | None = None,
+             timeout: float | None = None) -> DriveStatus:
+        """Scan the offsets at ``rate_*`` (deg/s of observatory time) for ``duration`` s from the start offsets.
+
+        ``target`` None keeps the current source.  The Status finishes when the scan duration has
+        elapsed (the drive returns to TRACKING); with ``duration`` 0 the scan runs until the next command
+        and the Status finishes as soon as the drive scans on the line.
+        """
+        puts, label = self._target_puts(target) if target is not None else ([], self.target.get())
+        puts += self._offset_puts((self.off_ha.setpoint, self.off_dec.setpoint), off_ha, off_dec)
+        puts += [(self.rate_ha, float(rate_ha)), (self.rate_dec, float(rate_dec)), (self.scan_dur, float(duration))]
+        final = "TRACKING" if duration > 0 else "SCANNING"
+        return self._command(f"scan {label}", puts, "SCAN", timeout, done_state=final)
+
+    def stow(self, *, timeout: float | None = None) -> DriveStatus:
+        """Drive to the stow position; done when stowed."""
+        return self._command("stow", [], "STOW", timeout)
+
+    def zenith(self, *, timeout: float | None = None) -> DriveStatus:
+        """Point at the zenith; done when parked there."""
+        return self._command("zenith", [], "ZENITH", timeout)
+
+    def halt(self, *, timeout: float | None = None) -> DriveStatus:
+        """Command STOP; the Status finishes when both axes are at rest."""
+        return self._command("stop", [], "STOP", timeout)
+
+    def _track_pending(self, status: Any) -> None:
+        with self._pending_lock:
+            self._pending.add(status)
+        status.add_callback(self._untrack)
+
+    def _untrack(self, status: Any) -> None:
+        with self._pending_lock:
+            self._pending.discard(status)
+
+    @property
+    def moving(self) -> bool:
+        """Whether a command or offset move of this client is still under way."""
+        with self._pending_lock:
+            return any(not st.done for st in self._pending)
+
+    def stop(self, *, success: bool = False) -> None:
+        """Command STOP now (no wait): the axes decelerate to rest.
+
+        The RunEngine calls ``stop(success=True)`` on every device it moved when a plan ends, pauses or is
+        aborted: then the drive is stopped only if a move of this client is still under way, and a drive
+        settled on its target keeps tracking (plans stop or stow explicitly in their cleanup).
+        """
+        if success and not self.moving:
+            return
+        self.mode.put("STOP")

@@ -1,0 +1,365 @@
+"""RAD: the radiometer as a triggerable detector and a flyer over its sample blocks.
+
+The IOC publishes every synchronous sample (time, observed HA/Dec, Az/El, both DVMs, flags) in blocks on
+``BLK_RBV`` (layout in :mod:`obsctl.blocks`).  This device keeps one monitor on that waveform and follows
+the global sample indices with :class:`obsctl.blocks.LossTracker`, so a lost or repeated sample is seen.
+
+Step scans: ``trigger()`` collects every sample whose time lies in a window of ``integration_time``
+seconds of *observatory* time (judged from the samples' own time stamps, not the wall clock) starting at
+the trigger (the observatory clock's now; without a clock, the first sample that arrives); ``read()``
+then gives the means (DVM1/DVM2, HA, Dec, Az, El), the standard deviations and the number of samples.
+
+Fly scans: ``kickoff()`` starts keeping every sample, ``complete()`` ends the window at that instant and
+finishes once the stream has passed it, ``collect_pages()`` hands the samples over as one Event per sample
+(bluesky's EventPageCollectable interface; bluesky 1.15 only accepts pages, ``stream=False``).  Every
+sample's own observatory time is its time stamp.  Lost samples are counted in ``lost`` and logged; with
+``fail_on_loss`` set, ``complete()`` fails instead.  A fly window keeps at most ``max_fly_samples`` samples
+between collects (older ones are dropped and counted as lost).  An IOC restart (sequence numbers starting again) is
+counted in ``restarts`` (sequence numbers going back while the sample times go on; an old block
+delivered again, e.g. on reconnection, is only a repeat); samples the dead IOC never took are not "lost".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from ophyd import Component as Cpt
+from ophyd import DeviceStatus, Kind, Signal
+from ophyd.status import StatusBase
+
+from devices.common import ObsDevice, Readback, ResultSignal, SampleLoss, Setpoint
+from obsctl import blocks
+from obsctl.clock import ObservatoryClock
+
+log = logging.getLogger("obsctl.devices.radiometer")
+C = blocks.C
+EPS = 1e-9
+
+#: flyer columns: (data key suffix, block column or None for the index, dtype, units)
+SAMPLE_KEYS: tuple[tuple[str, str | None, str, str], ...] = (
+    ("index", None, "integer", ""),
+    ("t", "T", "number", "s"),
+    ("ha", "HA", "number", "deg"),
+    ("dec", "DEC", "number", "deg"),
+    ("az", "AZ", "number", "deg"),
+    ("el", "EL", "number", "deg"),
+    ("dvm1", "DVM1", "number", "K"),
+    ("dvm2", "DVM2", "number", "K"),
+    ("dvm1_raw", "DVM1_RAW", "integer", "count"),
+    ("dvm2_raw", "DVM2_RAW", "integer", "count"),
+    ("flags", "FLAGS", "integer", ""),
+)
+
+
+class _Window:
+    """Samples with ``t_start <= T < t_end`` (``t_start`` None: from the first sample offered)."""
+
+    def __init__(self, t_start: float | None, duration: float | None, max_samples: int = 0):
+        self.t_start = t_start
+        self.duration = duration
+        self.single = duration is not None and duration <= 0  # just the first sample at or after t_start
+        self.t_end = None if t_start is None or duration is None or self.single else t_start + duration
+        self.chunks: list[np.ndarray] = []
+        self.index_chunks: list[np.ndarray] = []
+        self.kept = 0
+        self.max_samples = max_samples  # 0: no limit; beyond it the oldest kept samples are dropped
+        self.dropped = 0
+        self.lost_at_start = 0
+        self.complete = False
+
+    def close_at(self, t_end: float) -> None:
+        """End the window at ``t_end`` (observatory s)."""
+        self.t_end = t_end
+
+    def feed(self, data: np.ndarray, index: np.ndarray, rate_hz: float) -> None:
+        """Keep the samples inside the window; mark it complete once the stream has passed its end."""
+        t = data[C["T"]]
+        if self.t_start is None and t.size:
+            self.t_start = float(t[0])
+            if self.duration is not None and not self.single:
+                self.t_end = self.t_start + self.duration
+        sel = t >= self.t_start - EPS
+        if self.single:
+            first = np.flatnonzero(sel)[:1]
+            sel = np.zeros_like(sel)
+            sel[first] = True
+            self.complete = bool(first.size)
+        elif self.t_end is not None:
+            sel &= t < self.t_end - EPS
+            # complete when the next sample would not fall inside the window any more
+            step = 1.0 / rate_hz if rate_hz > 0 else 0.0
+            if t.size and t[-1] + step >= self.t_end - EPS:
+                self.complete = True
+        if np.any(sel):
+            self.chunks.append(data[:, sel])
+            self.index_chunks.append(index[sel])
+            self.kept += int(np.count_nonzero(sel))
+            while self.max_samples and self.kept > self.max_samples and len(self.chunks) > 1:
+                n = self.chunks.pop(0).shape[1]
+                self.index_chunks.pop(0)
+                self.kept -= n
+                self.dropped += n
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """All samples kept so far (and forget them): (NCOL, n) columns and (n,) indices."""
+        data = np.hstack(self.chunks) if self.chunks else np.empty((blocks.NCOL, 0))
+        idx = np.concatenate(self.index_chunks) if self.index_chunks else np.empty(0, dtype=np.int64)
+        self.chunks, self.index_chunks = [], []
+        self.kept = 0
+        return data, idx
+
+
+def _circular_mean_deg(x: np.ndarray) -> float:
+    r = np.radians(x[np.isfinite(x)])
+    if r.size == 0:
+        return math.nan
+    return float(np.degrees(np.arctan2(np.mean(np.sin(r)), np.mean(np.cos(r)))) % 360.0)
+
+
+def _nanmean(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.mean(x)) if x.size else math.nan
+
+
+def _nanstd(x: np.ndarray) -> float:
+    x = x[np.isfinite(x)]
+    return float(np.std(x, ddof=1)) if x.size > 1 else math.nan
+
+
+class Radiometer(ObsDevice):
+    """Two DVMs sampled synchronously with the drive (RAD IOC): step-scan detector and flyer.
+
+    Hinted: mean DVM1 and DVM2 of the last trigger (K on the RF inputs).  ``integration_time`` is in
+    seconds of observatory time.  ``clock`` (an :class:`ObservatoryClock`) anchors trigger and fly windows
+    at "now"; without one a window starts at the first sample that arrives.
+    """
+
+    # the stream
+    blk = Cpt(Readback, "BLK_RBV", kind=Kind.omitted)
+    blk_seq = Cpt(Readback, "BLK_SEQ_RBV", kind=Kind.omitted, auto_monitor=False)
+    samples = Cpt(Readback, "SAMPLES_RBV", kind=Kind.omitted, auto_monitor=False)
+    lag = Cpt(Readback, "LAG_RBV", kind=Kind.omitted, auto_monitor=False)
+    # newest values and calibration
+    dvm1_rbv = Cpt(Readback, "DVM1_RBV", kind=Kind.omitted, auto_monitor=False)
+    dvm2_rbv = Cpt(Readback, "DVM2_RBV", kind=Kind.omitted, auto_monitor=False)
+    dvm1_raw = Cpt(Readback, "DVM1_RAW", kind=Kind.omitted, auto_monitor=False)
+    dvm2_raw = Cpt(Readback, "DVM2_RAW", kind=Kind.omitted, auto_monitor=False)
+    dvm1_egu = Cpt(Readback, "DVM1_EGU_RBV", kind=Kind.config, string=True)
+    dvm2_egu = Cpt(Readback, "DVM2_EGU_RBV", kind=Kind.config, string=True)
+    # DVM1_CAL_RBV / DVM2_CAL_RBV are left out: their units ("unit/count", 10 characters) exceed the
+    # 8-character EGU of a DBR_CTRL value, so the IOC cannot answer the metadata read ophyd makes.
+    dvm1_ofs = Cpt(Readback, "DVM1_OFS_RBV", kind=Kind.config)
+    dvm2_ofs = Cpt(Readback, "DVM2_OFS_RBV", kind=Kind.config)
+    cal_k = Cpt(Readback, "CAL_K_PER_COUNT_RBV", kind=Kind.config)
+    tsys = Cpt(Readback, "TSYS_RBV", kind=Kind.normal)
+    pos = Cpt(Readback, "POS_STS", kind=Kind.omitted, string=True)
+    rx = Cpt(Readback, "RX_RBV", kind=Kind.config, string=True)
+    # settings
+    rate = Cpt(Setpoint, "RATE_SP", kind=Kind.config)
+    avg = Cpt(Setpoint, "AVG_SP", kind=Kind.config)
+    filt = Cpt(Setpoint, "FILTER_SP", kind=Kind.config, string=True)
+    acq_cmd = Cpt(Setpoint, "ACQ_CMD", kind=Kind.omitted, string=True)
+    acq_sts = Cpt(Readback, "ACQ_STS", kind=Kind.omitted, string=True)
+    sel1 = Cpt(Setpoint, "DVM1_SEL_SP", kind=Kind.config, string=True)
+    sel2 = Cpt(Setpoint, "DVM2_SEL_SP", kind=Kind.config, string=True)
+    blk_period = Cpt(Setpoint, "BLK_PERIOD_SP", kind=Kind.config)
+    # step-scan results (soft, time-stamped with the mean sample time)
+    integration_time = Cpt(ResultSignal, value=1.0, units="s", kind=Kind.config)
+    dvm1 = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.hinted)
+    dvm2 = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.hinted)
+    dvm1_std = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.normal)
+    dvm2_std = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.normal)
+    ha = Cpt(ResultSignal, value=math.nan, units="deg", kind=Kind.normal)
+    dec = Cpt(ResultSignal, value=math.nan, units="deg", kind=Kind.normal)
+    az = Cpt(ResultSignal, value=math.nan, units="deg", kind=Kind.normal)
+    el = Cpt(ResultSignal, value=math.nan, units="deg", kind=Kind.normal)
+    nsamp = Cpt(ResultSignal, value=0, units="sample", kind=Kind.normal)
+    time = Cpt(ResultSignal, value=math.nan, units="s", kind=Kind.normal)
+    flags = Cpt(ResultSignal, value=0, kind=Kind.normal)
+    lost = Cpt(ResultSignal, value=0, units="sample", kind=Kind.normal)
+    restarts = Cpt(Signal, value=0, kind=Kind.omitted)
+
+    def __init__(self, prefix: str = "", *, name: str, clock: ObservatoryClock | None = None,
+                 stream_name: str = "samples", fail_on_loss: bool = False,
+                 max_fly_samples: int = 5_000_000, **kwargs: Any):
+        super().__init__(prefix=prefix, name=name, **kwargs)
+        self.clock = clock
+        self.stream_name = stream_name
+        self.fail_on_loss = fail_on_loss
+        self.max_fly_samples = max_fly_samples
+        self._lock = threading.RLock()  # status callbacks run under it and may trigger again
+        self.tracker = blocks.LossTracker()
+        self._lost_before = 0          # losses of earlier IOC runs (trackers replaced on restart)
+        self._t_last = -math.inf       # time of the newest sample received
+        self._window: _Window | None = None
+        self._window_status: DeviceStatus | None = None
+        self._fly: _Window | None = None
+        self._fly_status: DeviceStatus | None = None
+        self._fly_lost0 = 0
+        self.last_block: blocks.Block | None = None
+        self.last_window: tuple[float | None, float | None] = (None, None)  # of the last trigger (obs. s)
+        self.last_fly_window: tuple[float | None, float | None] = (None, None)  # of the last complete()
+        self.blk.subscribe(self._on_block, run=False)
+
+    # ---- the stream ----------------------------------------------------------------------------
+    @property
+    def total_lost(self) -> int:
+        """Samples lost since this device was made (all IOC runs)."""
+        return self._lost_before + self.tracker.lost
+
+    def _on_block(self, value: Any = None, **_: Any) -> None:
+        try:
+            b = blocks.try_unpack(value)
+        except blocks.BlockError as err:
+            log.warning("%s: bad sample block ignored: %s", self.name, err)
+            return
+        if b is None:
+            return
+        with self._lock:
+            t = self.tracker
+            t_first = float(b.col("T")[0]) if b.nsamp else -math.inf
+            if t.last_seq is not None and b.seq < t.last_seq and t_first > self._t_last:
+                log.warning("%s: radiometer IOC restarted (block sequence %d after %d)", self.name, b.seq,
+                            t.last_seq)
+                self._lost_before += t.lost  # the IOC restarted: a new stream of indices
+                self.tracker = t = blocks.LossTracker()
+                self.restarts.put(self.restarts.get() + 1)
+            lost0 = t.lost
+            new = t.add(b)
+            if t.lost > lost0:
+                log.warning("%s: %d samples lost before index %d", self.name, t.lost - lost0, b.first)
+            self.last_block = b
+            if new <= 0:
+                return
+            self._t_last = float(b.col("T")[-1])
+            data = b.data[:, b.nsamp - new:]
+            index = b.indices[b.nsamp - new:]
+            for win, st, finish in ((self._window, self._window_status, self._finish_trigger),
+                                    (self._fly, self._fly_status, self._finish_fly)):
+                if win is None:
+                    continue
+                win.feed(data, index, b.rate_hz)
+                if win.complete and st is not None and not st.done:
+                    finish()
+
+    def _now(self) -> float | None:
+        return self.clock.now() if self.clock is not None else None
+
+    # ---- step scans ----------------------------------------------------------------------------
+    def trigger(self) -> DeviceStatus:
+        """Collect the samples of one integration window; done once the stream has passed its end."""
+        status = DeviceStatus(self)
+        with self._lock:
+            if self._window_status is not None and not self._window_status.done:
+                self._window_status.set_exception(RuntimeError(f"{self.name}: re-triggered"))
+            self._window = _Window(self._now(), float(self.integration_time.get()))
+            self._window.lost_at_start = self.total_lost
+            self._window_status = status
+        return status
+
+    def _finish_trigger(self) -> None:
+        """Compute the statistics of the finished window and finish the trigger Status (lock held)."""
+        win, status = self._window, self._window_status
+        self._window, self._window_status = None, None
+        self.last_window = (win.t_start, win.t_end)
+        data, _ = win.take()
+        t = data[C["T"]]
+        ts = float(np.mean(t)) if t.size else (win.t_start or 0.0)
+        values = {self.dvm1: _nanmean(data[C["DVM1"]]), self.dvm2: _nanmean(data[C["DVM2"]]),
+                  self.dvm1_std: _nanstd(data[C["DVM1"]]), self.dvm2_std: _nanstd(data[C["DVM2"]]),
+                  self.ha: _nanmean(data[C["HA"]]), self.dec: _nanmean(data[C["DEC"]]),
+                  self.az: _circular_mean_deg(data[C["AZ"]]), self.el: _nanmean(data[C["EL"]]),
+                  self.nsamp: int(t.size), self.time: ts,
+                  self.flags: int(np.bitwise_or.reduce(data[C["FLAGS"]].astype(np.int64))) if t.size else 0,
+                  self.lost: self.total_lost - win.lost_at_start}
+        for sig, v in values.items():
+            sig.put(v, timestamp=ts)
+        status.set_finished()
+
+    # ---- fly scans -----------------------------------------------------------------------------
+    def kickoff(self) -> StatusBase:
+        """Start keeping every sample from now on (the acquisition is switched on if it was stopped)."""
+        status = DeviceStatus(self)
+        if self.acq_sts.get() != "RUN":
+            self.acq_cmd.checked_put("RUN")
+        with self._lock:
+            self._fly = _Window(self._now(), None, self.max_fly_samples)
+            self._fly_lost0 = self.total_lost
+            self._fly_status = None
+        status.set_finished()
+        return status
+
+    def complete(self) -> DeviceStatus:
+        """End the fly window now; done once every sample up to now has arrived."""
+        status = DeviceStatus(self)
+        with self._lock:
+            if self._fly is None:
+                raise RuntimeError(f"{self.name}: complete() without kickoff()")
+            now = self._now()
+            if now is None:  # no clock: end at the newest sample received
+                b = self.last_block
+                now = float(b.col("T")[-1]) + 0.5 / b.rate_hz if b is not None and b.nsamp else -math.inf
+            self._fly.close_at(now)
+            self._fly_status = status
+            b = self.last_block
+            if b is not None and b.nsamp and float(b.col("T")[-1]) + 1.0 / b.rate_hz >= now - EPS:
+                self._finish_fly()
+        return status
+
+    def _finish_fly(self) -> None:
+        """Report losses and finish the complete() Status (lock held)."""
+        status = self._fly_status
+        self.last_fly_window = (self._fly.t_start, self._fly.t_end)
+        lost = self.total_lost - self._fly_lost0 + self._fly.dropped
+        self.lost.put(lost)
+        if lost and self.fail_on_loss:
+            status.set_exception(SampleLoss(f"{self.name}: {lost} samples lost during the fly scan"))
+        else:
+            if lost:
+                log.warning("%s: %d samples lost during the fly scan", self.name, lost)
+            status.set_finished()
+
+    def describe_collect(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """One stream (``stream_name``) with one data key per sample column."""
+        src = f"PV:{self.blk.pvname}"
+        keys = {f"{self.name}_{k}": {"source": src, "dtype": dt, "shape": [], "units": u,
+                                     "precision": 0 if dt == "integer" else 6}
+                for k, _, dt, u in SAMPLE_KEYS}
+        return {self.stream_name: keys}
+
+    def collect_pages(self) -> Iterator[dict[str, Any]]:
+        """Every sample kept since the last collect, as one EventPage (one Event per sample)."""
+        with self._lock:
+            if self._fly is None:
+                return
+            data, index = self._fly.take()
+            if self._fly_status is not None and self._fly_status.done:
+                self._fly = None
+        if index.size == 0:
+            return
+        t = data[C["T"]].tolist()
+        page_data: dict[str, list] = {}
+        for key, col, dt, _ in SAMPLE_KEYS:
+            values = index if col is None else data[C[col]]
+            page_data[f"{self.name}_{key}"] = (values.astype(np.int64) if dt == "integer" else values).tolist()
+        yield {"time": t, "data": page_data, "timestamps": {k: t for k in page_data}}
+
+    def stop(self, *, success: bool = False) -> None:
+        """Abandon a pending trigger or fly window (the IOC keeps sampling)."""
+        with self._lock:
+            for st in (self._window_status, self._fly_status):
+                if st is not None and not st.done:
+                    st.set_exception(RuntimeError(f"{self.name} stopped"))
+            self._window = self._window_status = None
+            self._fly = self._fly_status = None
+
+    def unstage(self) -> list[Any]:
+        """Forget an uncollected fly window (after a plan ends or aborts), then unstage."""
+        with self._lock:
+            self._fly = self._fly_status = None
+        return super().unstage()
