@@ -245,7 +245,8 @@ def wait_ready(state_dir: Path, timeout: float = 60.0, supervisor: subprocess.Po
     from obsctl import ca  # noqa: PLC0415  (pyepics needs the environment first)
 
     names = served_pvs(state_dir)
-    missing = ca.connect_all(names, state.client_env(), timeout=max(1.0, timeout - (time.monotonic() - t0)))
+    ca_env = {k: v for k, v in state.client_env().items() if k.startswith("EPICS_")}  # not this caller's clock
+    missing = ca.connect_all(names, ca_env, timeout=max(1.0, timeout - (time.monotonic() - t0)))
     if missing:
         raise LauncherError(f"{len(missing)} PVs did not connect, e.g. {missing[:5]}")
     return time.monotonic() - t0

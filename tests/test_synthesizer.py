@@ -59,6 +59,7 @@ def test_synthesizer_limits_quantisation_and_lock(observatory):
         with guard:
             events.append((time.time(), float(timestamp), int(value)))
 
+    wait_for(lambda: get(lock) == 0, 10.0, what="SYN1 locked after the last frequency change")
     mon = epics.PV(lock, callback=cb, form="time", auto_monitor=True)
     assert mon.wait_for_connection(5.0)
     wait_for(lambda: len(events) >= 1, 5.0, what="initial lock monitor")
