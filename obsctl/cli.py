@@ -9,6 +9,7 @@ obsctl down     stop every IOC cleanly
 obsctl env      shell exports that let any CA client (caget, pyepics) reach the running observatory
 obsctl pvs      every PV with type, units and description (--json, --markdown)
 obsctl site     validate a site file
+obsctl shell    IPython with the RunEngine, devices, plans and the run archive
 obsctl azel, dprc2, pj2000, stnow, tstpln, updn
                 coordinate utilities of the NCCS toolbox (see docs/programs/)
 
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 from obsctl import launcher
+from obsctl.cli_shell import register as register_shell
 from obsctl.cli_utilities import register as register_utilities
 from obsctl.site import SiteError, load_site
 
@@ -209,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default=None)
     p.set_defaults(fn=cmd_site)
     register_utilities(sub)
+    register_shell(sub)
     return ap
 
 
