@@ -32,8 +32,8 @@ class Synthesizer(ObsDevice):
 
     @property
     def position(self) -> float:
-        """Synthesised frequency (Hz)."""
-        return float(self.freq_rbv.get())
+        """Synthesised frequency (Hz), read now from the IOC (a monitor update may still be in flight)."""
+        return float(self.freq_rbv.fresh()[0])
 
     def _locked_after(self, status: DeviceStatus) -> None:
         state, ts = self.lock.fresh()
