@@ -48,19 +48,13 @@ from typing import Any
 
 import numpy as np
 
-from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave, require_finite
-from iocs.links import CALink, LinkValue
+from iocs.backend import BackendIOC
+from iocs.common import pv_enum, pv_float, pv_int, pv_str, pv_wave, require_finite
 from iocs.sim import correlator as sim
 from iocs.sim.noise import generator
 from obsctl import astro, sky
 from obsctl.clock import ObservatoryClock
-from obsctl.positions import PositionTrack
 from obsctl.site import InstrumentConfig, ReceiverConfig, Site
-
-try:  # the weather simulator is optional
-    from iocs.sim.weather import true_weather
-except ImportError:  # pragma: no cover - depends on the fleet
-    true_weather = None
 
 BW_STATES = ["0.5", "1", "2", "4", "8", "16", "32", "64"]
 NCHAN_STATES = ["256", "512", "1024", "2048"]
@@ -68,11 +62,6 @@ QUAD_STATES = list(sim.QUADS)
 STATES = ["IDLE", "INTEGRATING", "READY"]
 LEVEL_LOW, LEVEL_HIGH = 0.25, 0.80
 MAXLEN = sim.TOTAL_LAGS
-
-
-def weather_at(t: float, seed: int) -> sky.Weather:
-    """True weather at ``t`` (the weather simulator if present, else standard weather)."""
-    return true_weather(t, seed) if true_weather is not None else sky.Weather()
 
 
 @dataclass(frozen=True)
@@ -103,7 +92,7 @@ def _lvl(i: int) -> Any:
                     hi=1.0, alarm=(LEVEL_LOW, LEVEL_HIGH), warn=(0.40, 0.68), precision=4)
 
 
-class CorrelatorIOC(ObsIOC):
+class CorrelatorIOC(BackendIOC):
     """Autocorrelation spectrometer: lags from 3-level samplers, Van Vleck correction, calibrated spectra."""
 
     start_cmd = pv_enum("START_CMD", "Start an integration", ["IDLE", "START"], writable=True)
@@ -140,70 +129,19 @@ class CorrelatorIOC(ObsIOC):
                          lo=-60, hi=60, precision=4)
     ra = pv_float("RA_RBV", "ICRS RA of the pointing (mid-int)", "deg", lo=0, hi=360)
     dec = pv_float("DEC_RBV", "ICRS Dec of the pointing (mid-int)", "deg", lo=-90, hi=90)
-    drv_link = pv_enum("DRV_LINK_STS", "Drive position packets arriving", ["DISCONNECTED", "OK"])
-    ndi_link = pv_enum("NDI_LINK_STS", "Receiver select link to NDI", ["DISCONNECTED", "OK"])
     int_done = pv_int("INT_DONE_RBV", "Integrations completed", "count")
     time_rbv = pv_float("TIME_RBV", "Mid-integration time (POSIX, UTC)", "s", precision=3)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
         super().__init__(site, inst, clock, **kwargs)
-        self.sky = sky.SkyModel(site)
         opts = inst.options
         self.level_ref_k = float(opts.get("level_ref_k", 60.0))
         self.att_ref_db = float(opts.get("att_ref_db", 12.0))
-        self.default_rx = site.receiver(str(opts.get("receiver", site.receivers[0].name)))
-        self.track = PositionTrack(maxlen=512, max_extrapolate_s=max(30.0, 5.0 * clock.speed
-                                                                     / site.mount.control_rate_hz))
-        self.pkt_name = site.pv("DRV", "POS_PKT")
-        self.rx_name = site.pv("NDI", "RX_SEL_SP")
-        self.nd_name = site.pv("NDI", "ND_K_RBV")
-        self.link = CALink([self.pkt_name, self.rx_name, self.nd_name], on_update=self._on_link)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cor-sky")
         self.task: asyncio.Task | None = None
         self.count = 0
         self.t_in_k = self.default_rx.tsys_k  # latest sampler input temperature (K)
         self.warned_stow = False
-        self.last_pos: tuple[float, float, float, float] | None = None
-
-    # ---- links -----------------------------------------------------------------------------
-    def _on_link(self, name: str, lv: LinkValue) -> None:
-        if name == self.pkt_name:
-            self.track.add(lv.value)
-
-    def receiver(self) -> ReceiverConfig:
-        """The receiver selected on NDI (the default one while NDI is not reachable)."""
-        idx = self.link.get(self.rx_name)
-        try:
-            return self.site.receivers[int(idx)] if idx is not None else self.default_rx
-        except (IndexError, ValueError, TypeError):
-            return self.default_rx
-
-    def nd_k(self) -> float:
-        """Noise-diode temperature injected into the selected receiver (K)."""
-        v = self.link.get(self.nd_name, 0.0)
-        return float(v) if v is not None and math.isfinite(float(v)) else 0.0
-
-    def pointing_at(self, t: float) -> tuple[float, float, float, float, bool]:
-        """(HA_SKY, DEC_SKY, HA_OBS, DEC_OBS, missing) in deg at time ``t`` from the drive's packets.
-
-        While the packets are stale the last known position is held; without any, the stow position
-        (``missing`` True).
-        """
-        p = self.track.at(np.array([t]))
-        vals = tuple(float(p[k][0]) for k in ("HA_SKY", "DEC_SKY", "HA_OBS", "DEC_OBS"))
-        if all(math.isfinite(v) for v in vals):
-            self.last_pos = vals
-        if self.last_pos is not None:
-            return (*self.last_pos, False)
-        m = self.site.mount
-        return (m.stow_ha_deg, m.stow_dec_deg, m.stow_ha_deg, m.stow_dec_deg, True)
-
-    @staticmethod
-    def as_arrays(recs: list[tuple]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Times and pointing arrays from (t, HA_SKY, DEC_SKY, HA_OBS, DEC_OBS, missing) records."""
-        a = np.array(recs, dtype=float)
-        keys = ("HA_SKY", "DEC_SKY", "HA_OBS", "DEC_OBS", "MISSING")
-        return a[:, 0], {k: a[:, i + 1] for i, k in enumerate(keys)}
 
     # ---- helpers -----------------------------------------------------------------------------
     def busy(self) -> bool:
@@ -264,18 +202,10 @@ class CorrelatorIOC(ObsIOC):
             n += 1
             await async_lib.library.sleep(0.5)
 
-    async def update_links(self) -> None:
-        """Publish whether the drive packets are fresh and the receiver select is linked."""
-        latest = self.track.latest
-        fresh = latest is not None and self.clock.now() - latest[0] < self.track.max_extrapolate_s
-        for pv, ok in ((self.drv_link, fresh), (self.ndi_link, self.link.connected(self.rx_name))):
-            sts = "OK" if ok else "DISCONNECTED"
-            if pv.value != sts:
-                await self.stamp(pv, sts)
 
     def _input_temperature(self, t: float, ha: float, dec: float, rx: ReceiverConfig, nd_k: float) -> float:
         st = self.sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx,
-                                         weather_at(t, self.site.simulation.seed), self.freq.value)
+                                         self.weather(t), self.freq.value)
         return float(st["total"][0]) + nd_k
 
     async def shutdown(self) -> None:
@@ -422,7 +352,7 @@ class CorrelatorIOC(ObsIOC):
         tu = np.linspace(s.t0, s.t0 + s.int_time, k)
         ha = np.interp(tu, t, astro.wrap180(pos["HA_SKY"]))
         de = np.interp(tu, t, pos["DEC_SKY"])
-        weather = weather_at(t_mid, seed)
+        weather = self.weather(t_mid)
         st = self.sky.system_temperature(ha, de, tu, s.rx, weather, s.freq_mhz)
         trans = sky.atmosphere(st["elevation"], st["tau_zenith"], self.site.simulation.t_atm_k)[1]
         t_cont = float(np.mean(st["total"])) + s.nd_k

@@ -50,20 +50,14 @@ from typing import Any
 
 import numpy as np
 
-from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave, require_finite
-from iocs.links import CALink, LinkValue
+from iocs.backend import BackendIOC
+from iocs.common import pv_enum, pv_float, pv_int, pv_str, pv_wave, require_finite
 from iocs.sim import pulsar_timer as sim
 from iocs.sim.noise import generator
 from obsctl import astro, sky
 from obsctl.catalog import Source
 from obsctl.clock import ObservatoryClock, parse_epoch
-from obsctl.positions import PositionTrack
 from obsctl.site import InstrumentConfig, ReceiverConfig, Site
-
-try:  # the weather simulator is optional
-    from iocs.sim.weather import true_weather
-except ImportError:  # pragma: no cover - depends on the fleet
-    true_weather = None
 
 COMMANDS = ["SAMPLE", "SETUP_TIME", "PRINT_TIME", "OUTPUT_DATA", "SETUP_TAU", "GRAPH_DATA", "LED_TEST",
             "RAM_TEST", "DA_TEST", "INPUT_VIEW", "BUS_TEST"]
@@ -96,7 +90,7 @@ class Fold:
     count: int
 
 
-class PulsarTimerIOC(ObsIOC):
+class PulsarTimerIOC(BackendIOC):
     """Mark I pulsar timer: folds the receiver's total power at a pulsar's apparent period."""
 
     cmd = pv_enum("CMD", "Timer command", COMMANDS, writable=True)
@@ -136,23 +130,13 @@ class PulsarTimerIOC(ObsIOC):
     psr_rbv = pv_str("PSR_RBV", "Pulsar folded by the last SAMPLE")
     input_rbv = pv_float("INPUT_RBV", "Detector input level (INPUT_VIEW)", "counts", lo=0, hi=ADC_FULL,
                          alarm=(0.02 * ADC_FULL, 0.95 * ADC_FULL), precision=0)
-    drv_link = pv_enum("DRV_LINK_STS", "Drive position packets arriving", ["DISCONNECTED", "OK"])
-    ndi_link = pv_enum("NDI_LINK_STS", "Receiver select link to NDI", ["DISCONNECTED", "OK"])
     smear = pv_float("SMEAR_RBV", "Dispersion smearing across the band", "ms", precision=4)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
         super().__init__(site, inst, clock, **kwargs)
-        self.sky = sky.SkyModel(site)
         opts = inst.options
         self.adc_gain = float(opts.get("adc_counts_per_k", 10.0))
         self.adc_offset = float(opts.get("adc_offset", 200.0))
-        self.default_rx = site.receiver(str(opts.get("receiver", site.receivers[0].name)))
-        self.track = PositionTrack(maxlen=512, max_extrapolate_s=max(30.0, 5.0 * clock.speed
-                                                                     / site.mount.control_rate_hz))
-        self.pkt_name = site.pv("DRV", "POS_PKT")
-        self.rx_name = site.pv("NDI", "RX_SEL_SP")
-        self.nd_name = site.pv("NDI", "ND_K_RBV")
-        self.link = CALink([self.pkt_name, self.rx_name, self.nd_name], on_update=self._on_link)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="psr-sky")
         self.task: asyncio.Task | None = None
         self.test_task: asyncio.Task | None = None
@@ -162,62 +146,21 @@ class PulsarTimerIOC(ObsIOC):
         self.clk_offset = float(g.uniform(-30.0, 30.0))  # s, power-on clock error
         self.clk_rate = float(g.normal(0.0, 5e-8))  # crystal frequency error
         self.clk_ref = clock.now()
-        self.last_pos: tuple[float, float, float, float] | None = None
 
     # ---- links, clock and pointing ------------------------------------------------------------
-    def _on_link(self, name: str, lv: LinkValue) -> None:
-        if name == self.pkt_name:
-            self.track.add(lv.value)
-
-    def receiver(self) -> ReceiverConfig:
-        """The receiver selected on NDI (the default one while NDI is not reachable)."""
-        idx = self.link.get(self.rx_name)
-        try:
-            return self.site.receivers[int(idx)] if idx is not None else self.default_rx
-        except (IndexError, ValueError, TypeError):
-            return self.default_rx
-
-    def nd_k(self) -> float:
-        """Noise-diode temperature injected into the selected receiver (K)."""
-        v = self.link.get(self.nd_name, 0.0)
-        return float(v) if v is not None and math.isfinite(float(v)) else 0.0
 
     def timer_clock(self, t: float | np.ndarray) -> float | np.ndarray:
         """Timer clock reading (POSIX s) at observatory time ``t``."""
         return t + self.clk_offset + self.clk_rate * (np.asarray(t) - self.clk_ref)
 
-    def pointing_at(self, t: float) -> tuple[float, float, float, float, bool]:
-        """(HA_SKY, DEC_SKY, HA_OBS, DEC_OBS, missing) in deg at time ``t`` from the drive's packets.
-
-        While the packets are stale the last known position is held; without any, the stow position
-        (``missing`` True).
-        """
-        p = self.track.at(np.array([t]))
-        vals = tuple(float(p[k][0]) for k in ("HA_SKY", "DEC_SKY", "HA_OBS", "DEC_OBS"))
-        if all(math.isfinite(v) for v in vals):
-            self.last_pos = vals
-        if self.last_pos is not None:
-            return (*self.last_pos, False)
-        m = self.site.mount
-        return (m.stow_ha_deg, m.stow_dec_deg, m.stow_ha_deg, m.stow_dec_deg, True)
-
-    @staticmethod
-    def as_arrays(recs: list[tuple]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Times and pointing arrays from (t, HA_SKY, DEC_SKY, HA_OBS, DEC_OBS, missing) records."""
-        a = np.array(recs, dtype=float)
-        keys = ("HA_SKY", "DEC_SKY", "HA_OBS", "DEC_OBS", "MISSING")
-        return a[:, 0], {k: a[:, i + 1] for i, k in enumerate(keys)}
 
     def busy(self) -> bool:
         """Whether a SETUP_TIME wait, a SAMPLE or a self-test is running."""
         return any(x is not None and not x.done() for x in (self.task, self.test_task))
 
-    def _weather(self, t: float) -> sky.Weather:
-        return true_weather(t, self.site.simulation.seed) if true_weather is not None else sky.Weather()
-
     def tsys_at(self, t: float, ha: float, dec: float, rx: ReceiverConfig, nd_k: float) -> float:
         """System temperature (K) with the beam at apparent HA/Dec (deg) at time ``t``."""
-        st = self.sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx, self._weather(t))
+        st = self.sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx, self.weather(t))
         return float(st["total"][0]) + nd_k
 
     # ---- startup / shutdown ----------------------------------------------------------------------
@@ -238,14 +181,6 @@ class PulsarTimerIOC(ObsIOC):
             await self.update_links()
             await async_lib.library.sleep(0.5)
 
-    async def update_links(self) -> None:
-        """Publish whether the drive packets are fresh and the receiver select is linked."""
-        latest = self.track.latest
-        fresh = latest is not None and self.clock.now() - latest[0] < self.track.max_extrapolate_s
-        for pv, ok in ((self.drv_link, fresh), (self.ndi_link, self.link.connected(self.rx_name))):
-            sts = "OK" if ok else "DISCONNECTED"
-            if pv.value != sts:
-                await self.stamp(pv, sts)
 
     async def shutdown(self) -> None:
         """Stop running work and the links."""
@@ -398,7 +333,7 @@ class PulsarTimerIOC(ObsIOC):
         tu = np.linspace(f.t0, f.t_end, k)
         ha = np.interp(tu, t, astro.wrap180(pos["HA_SKY"]))
         de = np.interp(tu, t, pos["DEC_SKY"])
-        st = self.sky.system_temperature(ha, de, tu, f.rx, self._weather(0.5 * (f.t0 + f.t_end)))
+        st = self.sky.system_temperature(ha, de, tu, f.rx, self.weather(0.5 * (f.t0 + f.t_end)))
         trans = sky.atmosphere(st["elevation"], st["tau_zenith"], self.site.simulation.t_atm_k)[1]
         tsys = float(np.mean(st["total"])) + f.nd_k
         sub = np.unique(np.linspace(0, k - 1, min(k, 16)).round().astype(int))
