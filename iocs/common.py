@@ -87,7 +87,14 @@ class _Long(_KeepAlarmOnReject, PvpropertyInteger):
 
 
 class _Enum(_KeepAlarmOnReject, PvpropertyEnum):
-    pass
+    """Enum setpoint that refuses states it does not have (caproto would store an unknown string)."""
+
+    async def verify_value(self, data: Any) -> Any:
+        states = self.enum_strings
+        state = states[int(data)] if isinstance(data, (int, np.integer)) and 0 <= data < len(states) else data
+        if state not in states:
+            raise InputError(f"{self.pvspec.name}: {data!r} is not one of {', '.join(states)}")
+        return await super().verify_value(data)
 
 
 class _String(_KeepAlarmOnReject, PvpropertyString):

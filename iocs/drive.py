@@ -323,16 +323,9 @@ class DriveIOC(ObsIOC):
         self._check(goal, t)
         return goal
 
-    async def _enum_ok(self, instance: Any, value: Any) -> str:
-        """Reject an enum write that is not one of the PV's states (caproto passes unknown ones through)."""
-        if value not in instance.enum_strings:
-            await self.reject(f"{instance.pvspec.name}: {value!r} not in {','.join(instance.enum_strings)}")
-        return value
-
     @mode.putter
     async def mode(self, instance, value):
         self.last_beat = time.monotonic()
-        await self._enum_ok(instance, value)
         t = self.clock.now()
         self.advance(t)
         if self.wind_sts.value == "STOW" and value not in ("STOP", "STOW"):
@@ -375,14 +368,6 @@ class DriveIOC(ObsIOC):
             self.arrived = False
             await self._unsettle()
         return value
-
-    @slew_frame.putter
-    async def slew_frame(self, instance, value):
-        return await self._enum_ok(instance, value)
-
-    @watchdog_ena.putter
-    async def watchdog_ena(self, instance, value):
-        return await self._enum_ok(instance, value)
 
     @heartbeat.putter
     async def heartbeat(self, instance, value):

@@ -410,27 +410,8 @@ class RadiometerIOC(ObsIOC):
             await ofs.write(self.offsets[d], timestamp=now)
 
     # ---- putters -----------------------------------------------------------------------------
-    async def _enum_ok(self, instance: Any, value: Any) -> str:
-        """Reject an enum state that is not one of the PV's (caproto lets unknown strings through)."""
-        if value not in instance.enum_strings:
-            await self.reject(f"{instance.pvspec.name}: {value!r} is not one of {', '.join(instance.enum_strings)}")
-        return value
-
-    @filt.putter
-    async def filt(self, instance, value):
-        return await self._enum_ok(instance, value)
-
-    @sel1.putter
-    async def sel1(self, instance, value):
-        return await self._enum_ok(instance, value)
-
-    @sel2.putter
-    async def sel2(self, instance, value):
-        return await self._enum_ok(instance, value)
-
     @acq_cmd.putter
     async def acq_cmd(self, instance, value):
-        await self._enum_ok(instance, value)
         if value == "RUN" and self.acq_sts.value != "RUN":
             self.k_next = None
             self.pipeline = SamplePipeline(self.pipeline.h * 2 + 1, self.pipeline.avg)
