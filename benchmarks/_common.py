@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import os
-import random
-import socket
+
+from obsctl.ca import free_port_block
 
 
 def free_base_port(n: int = 8) -> int:
-    """A base port with base-1 .. base+n-1 free on 127.0.0.1 (UDP and TCP)."""
-    for _ in range(200):
-        base = random.randrange(41000, 60000)
-        ok = True
-        for p in range(base - 1, base + n):
-            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                with socket.socket(socket.AF_INET, kind) as s:
-                    try:
-                        s.bind(("127.0.0.1", p))
-                    except OSError:
-                        ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
+    """A base port with base-1 .. base+n-1 free on 127.0.0.1 (UDP and TCP), above the test suite's range."""
+    return free_port_block(n, 41000, 60000)
 
 
 def hermetic_env(base: int, n: int = 8) -> dict[str, str]:

@@ -7,6 +7,8 @@ before the first PV is touched in a process.
 from __future__ import annotations
 
 import os
+import random
+import socket
 import time
 from collections.abc import Iterable
 
@@ -42,3 +44,22 @@ def connect_all(names: Iterable[str], env: dict[str, str] | None = None, timeout
     for p in pvs:
         p.disconnect()
     return missing
+
+
+def free_port_block(n: int, low: int = 20000, high: int = 60000, interface: str = "127.0.0.1") -> int:
+    """A base port B such that B-1 (for the repeater) .. B+n-1 are free for UDP and TCP on ``interface``."""
+    for _ in range(200):
+        base = random.randrange(low + 1, high - n)
+        if all(_bindable(p, kind, interface) for p in range(base - 1, base + n)
+               for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)):
+            return base
+    raise RuntimeError(f"no block of {n + 1} free ports between {low} and {high}")
+
+
+def _bindable(port: int, kind: int, interface: str) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind((interface, port))
+        except OSError:
+            return False
+    return True

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import random
 import subprocess
 import sys
 import time
@@ -20,36 +19,16 @@ from pathlib import Path
 import pytest
 
 from obsctl import launcher
+from obsctl.ca import free_port_block
 from obsctl.site import Site, load_site
 
 N_PORTS = 8
 
 
-def _free_block(n: int) -> int:
-    """A base port such that base-1 (repeater) .. base+n-1 are all free UDP and TCP ports."""
-    import socket
-
-    for _ in range(200):
-        base = random.randrange(20000, 40000)
-        ok = True
-        for p in range(base - 1, base + n):
-            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-                with socket.socket(socket.AF_INET, kind) as s:
-                    try:
-                        s.bind(("127.0.0.1", p))
-                    except OSError:
-                        ok = False
-            if not ok:
-                break
-        if ok:
-            return base
-    raise RuntimeError("no free port block found")
-
-
 @pytest.fixture(scope="session")
 def ca_ports() -> Iterator[dict[str, int]]:
     """Session CA settings: repeater port and a block of IOC ports, exported for pyepics."""
-    base = _free_block(N_PORTS)
+    base = free_port_block(N_PORTS, 20000, 40000)
     rep = base - 1
     env = {
         "EPICS_CA_ADDR_LIST": " ".join(f"127.0.0.1:{p}" for p in range(base, base + N_PORTS)),
