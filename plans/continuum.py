@@ -1,0 +1,527 @@
+"""Continuum observing plans: drift scan, cross scan, pointing check, on/off stepping, sky dip, Tsys cal.
+
+Every plan is a bluesky plan (``RE(drift_scan(drive, radiometer, "PictorA"))``) that
+
+* writes the observing log (:class:`plans.metadata.ObsMeta`) plus ``plan_name``/``plan_args``/``requested``
+  into the start document,
+* records what was achieved (times, positions, sample counts and losses, quick-look fit results) as one
+  event of the stream ``achieved`` at its end, and returns the same values as a dict,
+* is resumable after a suspension: step plans rewind to the checkpoint before the current step, which
+  re-commands the pointing (a suspension stops a moving drive); fly sections are not rewound (the samples
+  already collected are kept and sampling goes on; a scan cut short by the suspension stays short),
+* leaves the telescope safe however it ends (drive stopped, or stowed with ``cleanup="stow"``, diodes off:
+  :func:`plans.stubs.with_safe_cleanup`), and never sleeps outside the RunEngine (``bps.sleep``).
+
+Fly scans (drift and cross scans) keep every radiometer sample (stream ``samples``, one event per sample)
+and collect them *while* the telescope moves, so the device's buffer stays small.  Units: angles in deg
+(HA offsets in coordinate degrees unless named "true angle"), temperatures in K on the radiometer's scale,
+times in s of observatory time, flux densities in Jy.  Fluxes are ``peak / gain``: the atmosphere's
+attenuation exp(-tau/sin el) is *not* removed (the mean elevation is recorded so an analysis can).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from bluesky import plan_stubs as bps
+from bluesky import preprocessors as bpp
+from bluesky.utils import Msg
+
+from archiver import fitting
+from devices.drive import Drive
+from devices.instrumentation import Instrumentation
+from devices.radiometer import Radiometer
+from obsctl import astro
+from obsctl.catalog import Source, load_catalog
+from obsctl.site import ReceiverConfig, Site, load_site
+from plans.metadata import ACHIEVED_STREAM, ObsMeta, start_metadata
+from plans.stubs import (
+    collect_samples,
+    diodes_off,
+    drift_park,
+    go_on_source,
+    offset_scan,
+    record,
+    select_receiver,
+    set_diode,
+    slew,
+    with_safe_cleanup,
+)
+
+SIDEREAL = fitting.SIDEREAL_DEG_PER_S  # deg of HA per s
+Plan = Generator[Msg, Any, dict[str, Any]]
+
+
+@dataclass
+class _Context:
+    site: Site
+    rx: ReceiverConfig
+    fwhm: float
+    src: Source | None
+    loc: astro.Location
+    meta: ObsMeta
+
+
+def _context(site: Site | None, receiver: str | None, instrumentation: Any, source: str | None,
+             meta: ObsMeta | None) -> _Context:
+    s = site or load_site()
+    name = receiver or (instrumentation.rx_sel.get() if instrumentation is not None else s.receivers[0].name)
+    rx = next((r for r in s.receivers if r.name == name), None)
+    if rx is None:
+        raise ValueError(f"receiver {name!r} is not one of {', '.join(r.name for r in s.receivers)}")
+    src = load_catalog(s.catalog_path).get(source) if source else None
+    m = (meta or ObsMeta()).filled(source=source or "", ra_deg=src.ra_deg if src else None,
+                                    dec_deg=src.dec_deg if src else None, receiver=rx.name, freq_mhz=rx.freq_mhz)
+    return _Context(s, rx, s.beam_fwhm_deg(rx.freq_mhz), src, astro.site_location(s), m)
+
+
+def _setup(ctx: _Context, instrumentation: Any) -> Generator[Msg, Any, None]:
+    if instrumentation is not None:
+        yield from select_receiver(instrumentation, ctx.rx.name)
+        yield from diodes_off(instrumentation)
+
+
+def _clock(radiometer: Any) -> Any:
+    if getattr(radiometer, "clock", None) is None:
+        raise ValueError(f"{radiometer.name} has no observatory clock: fly scans need one (registry clock=...)")
+    return radiometer.clock
+
+
+def _src_hadec(ctx: _Context, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apparent HA/Dec (deg) of the plan's source at times ``t`` (linear between the ends: minutes apart)."""
+    t = np.asarray(t, float)
+    ends = np.array([t.min(), max(t.max(), t.min() + 1.0)])
+    ha, dec = astro.apparent_hadec(ctx.src.coord, ends, ctx.loc)
+    ha = np.unwrap(np.radians(np.asarray(ha, float)))
+    return (np.degrees(np.interp(t, ends, ha)) + 180.0) % 360.0 - 180.0, np.interp(t, ends, np.asarray(dec))
+
+
+def _fly_while(radiometer: Any, clock: Any, into: dict[str, list], *, until_t: float | None = None,
+               status_of: Any = None, poll_s: float = 0.5) -> Generator[Msg, Any, None]:
+    """Collect samples every ``poll_s`` (real s) until observatory time ``until_t`` or the command is done."""
+    while True:
+        if status_of is not None and status_of.status is not None and status_of.status.done:
+            break
+        if until_t is not None:
+            left = until_t - clock.now()
+            if left <= 0:
+                break
+            yield from bps.sleep(min(poll_s, max(left / clock.speed, 0.005)))
+        else:
+            yield from bps.sleep(poll_s)
+        yield from collect_samples(radiometer, into)
+    if status_of is not None:
+        yield from bps.wait(group=status_of.group)
+
+
+def _arrays(into: dict[str, list]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v) for k, v in into.items()}
+
+
+def _window_stats(radiometer: Any, d: dict[str, np.ndarray]) -> dict[str, float]:
+    """Sample count, rate, window, losses and dead time (window time without a sample) of a fly scan.
+
+    ``lost``: samples the IOC took that never arrived; ``index_gaps``: missing sample indices seen in the data;
+    ``ioc_restarts``: sample indices starting again (samples a dead IOC never took are not lost).
+    """
+    t0, t1 = radiometer.last_fly_window
+    n = int(d["t"].size) if "t" in d else 0
+    rate = float(radiometer.last_block.rate_hz) if radiometer.last_block is not None else math.nan
+    dur = float(t1 - t0) if t0 is not None and t1 is not None else math.nan
+    dead = max(dur - n / rate, 0.0) if n and rate > 0 else dur
+    idx = d.get("index", np.empty(0))
+    step = np.diff(idx) if idx.size > 1 else np.empty(0)
+    return {"t_start": t0, "t_end": t1, "duration_s": dur, "n_samples": n, "rate_hz": rate,
+            "lost": int(radiometer.lost.get()), "index_gaps": int(np.sum(step[step > 1] - 1)),
+            "ioc_restarts": int(np.sum(step < 1)), "dead_time_s": dead,
+            "dead_time_frac": dead / dur if dur and dur > 0 else math.nan}
+
+
+def _plan(name: str, args: dict[str, Any], ctx: _Context, requested: dict[str, Any], md: dict | None,
+          body: Any, drive: Any, instrumentation: Any, cleanup: str, stage: Sequence[Any] = ()) -> Plan:
+    """Run ``body()`` (returning the achieved dict) inside a run, staged, with safe cleanup."""
+    start = start_metadata(name, args, ctx.meta, requested, md)
+    result: dict[str, Any] = {}
+
+    @bpp.stage_decorator(list(stage))
+    @bpp.run_decorator(md=start)
+    def inner() -> Plan:
+        yield from _setup(ctx, instrumentation)
+        achieved = yield from body()
+        units = {k: u for k, u in _UNITS.items() if k in achieved}
+        yield from record(ACHIEVED_STREAM, achieved, units)
+        result.update(achieved)
+        return achieved
+
+    yield from with_safe_cleanup(inner(), drive, instrumentation, cleanup)  # run_wrapper returns the run uid
+    return result
+
+
+_UNITS = {"t_start": "s", "t_end": "s", "duration_s": "s", "rate_hz": "Hz", "dead_time_s": "s", "lead_deg": "deg",
+          "park_ha_deg": "deg", "park_dec_deg": "deg", "dec_offset_deg": "deg", "el_deg": "deg",
+          "peak_k": "K", "peak_err_k": "K", "offset_deg": "deg", "offset_err_deg": "deg", "fwhm_deg": "deg",
+          "flux_jy": "Jy", "rms_k": "K", "ha_offset_deg": "deg", "dec_offset_fit_deg": "deg",
+          "ha_peak_k": "K", "dec_peak_k": "K", "ha_fwhm_deg": "deg", "dec_fwhm_deg": "deg", "ha_flux_jy": "Jy",
+          "dec_flux_jy": "Jy", "half_width_deg": "deg", "rate_deg_s": "deg/s", "ta_k": "K", "ta_err_k": "K",
+          "tau_zenith": "", "tau_err": "", "t_zero_airmass_k": "K", "tsys_k": "K", "tsys_err_k": "K",
+          "diode_k": "K", "k_per_count": "K/count", "integration_s": "s", "transit_t": "s",
+          "ha_offset_err_deg": "deg", "dec_offset_err_deg": "deg"}
+
+
+def _mean_t(d: dict[str, np.ndarray]) -> np.ndarray:
+    return (d["dvm1"] + d["dvm2"]) / 2.0
+
+
+# ---- drift scan -------------------------------------------------------------------------------------------
+def drift_scan(drive: Drive, radiometer: Radiometer, source: str, *, lead_deg: float | None = None,
+               instrumentation: Instrumentation | None = None, receiver: str | None = None,
+               meta: ObsMeta | None = None, site: Site | None = None, cleanup: str = "stop", poll_s: float = 0.5,
+               md: dict[str, Any] | None = None) -> Plan:
+    """Drift scan: park ahead of ``source`` and sample every radiometer sample while it drifts through.
+
+    Parameters
+    ----------
+    drive, radiometer : the DRV and RAD devices (the radiometer needs the observatory clock).
+    source : catalog source name.
+    lead_deg : how far ahead in HA the dish parks (deg); default two beam widths.  The source crosses the
+        beam about ``lead_deg / 15.04`` h later; sampling lasts twice that (symmetric about the transit).
+    instrumentation, receiver : NDI device and the receiver to select (default: the selected one).
+    meta : observing-log fields (source, position, receiver and frequency are filled in).
+    cleanup : ``"stop"`` (default), ``"stow"`` or ``"none"``: what the drive does when the plan ends.
+    poll_s : how often samples are collected during the drift (real s).
+
+    Returns (and records in the ``achieved`` stream): park position (deg), achieved lead (deg), window,
+    samples, losses and dead time, and the Gaussian fit: ``peak_k``, ``offset_deg`` (true angle; peak
+    relative to the predicted transit), ``fwhm_deg``, ``flux_jy`` (peak / gain), ``el_deg``.
+    """
+    ctx = _context(site, receiver, instrumentation, source, meta)
+    lead = float(lead_deg) if lead_deg is not None else 2.0 * ctx.fwhm
+    clock = _clock(radiometer)
+    args = {"drive": drive, "radiometer": radiometer, "source": source, "lead_deg": lead_deg,
+            "instrumentation": instrumentation, "receiver": receiver, "cleanup": cleanup}
+
+    def body() -> Plan:
+        yield from drift_park(drive, source, lead)
+        now = clock.now()
+        ha_beam, dec_beam = float(drive.ha_obs.get()), float(drive.dec_obs.get())
+        ha_src, _ = _src_hadec(ctx, np.array([now]))
+        ahead = float(astro.wrap180(ha_beam - ha_src[0]))
+        t_transit = now + ahead / SIDEREAL
+        into: dict[str, list] = {}
+
+        def fly() -> Generator[Msg, Any, None]:
+            yield from bps.kickoff(radiometer, wait=True)
+            yield from _fly_while(radiometer, clock, into, until_t=t_transit + (t_transit - now), poll_s=poll_s)
+            yield from bps.complete(radiometer, wait=True)
+            yield from collect_samples(radiometer, into)
+
+        yield from bpp.rewindable_wrapper(fly(), False)
+        d = _arrays(into)
+        out = {**_window_stats(radiometer, d), "lead_deg": ahead, "park_ha_deg": ha_beam, "park_dec_deg": dec_beam}
+        # predicted transit: the source's apparent HA equals the beam's (median sample HA)
+        hs, ds = _src_hadec(ctx, d["t"])
+        diff = astro.wrap180(np.median(d["ha"]) - hs)
+        transit = float(np.interp(0.0, -diff, d["t"])) if np.all(np.diff(-diff) > 0) else t_transit
+        out["transit_t"] = transit
+        out["dec_offset_deg"] = float(np.median(d["dec"]) - np.mean(ds))
+        out["el_deg"] = float(np.mean(d["el"]))
+        fit = fitting.drift_scan(d["t"], _mean_t(d), transit, float(np.mean(ds)), ctx.rx.gain_k_per_jy, ctx.fwhm)
+        out.update(peak_k=fit.peak_k, peak_err_k=fit.peak_err_k, offset_deg=fit.offset_deg,
+                   offset_err_deg=fit.offset_err_deg, fwhm_deg=fit.fwhm_deg, flux_jy=fit.flux_jy, rms_k=fit.rms_k)
+        return out
+
+    return (yield from _plan("drift_scan", args, ctx, {"lead_deg": lead, "duration_s": 2 * lead / SIDEREAL}, md,
+                             body, drive, instrumentation, cleanup, [radiometer]))
+
+
+# ---- cross scan / pointing check --------------------------------------------------------------------------
+def _cross_body(drive: Drive, radiometer: Radiometer, ctx: _Context, source: str, half: float, duration: float,
+                mode: str, npoints: int, integration_s: float, poll_s: float) -> Plan:
+    """The two orthogonal scans and their fits (shared by cross_scan and pointing_check)."""
+    cosd = math.cos(math.radians(ctx.src.dec_deg))
+    yield from go_on_source(drive, source, 0.0, 0.0)
+    cuts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    stats: dict[str, Any] = {}
+    if mode == "fly":
+        clock = _clock(radiometer)
+        for axis in ("ha", "dec"):
+            into: dict[str, list] = {}
+
+            def fly(axis: str = axis, into: dict[str, list] = into) -> Generator[Msg, Any, None]:
+                yield from bps.kickoff(radiometer, wait=True)
+                if axis == "ha":
+                    cmd = yield from offset_scan(drive, rate_ha=2 * half / cosd / duration, duration=duration,
+                                                 off_ha=-half / cosd, off_dec=0.0, wait=False)
+                else:
+                    cmd = yield from offset_scan(drive, rate_dec=2 * half / duration, duration=duration,
+                                                 off_ha=0.0, off_dec=-half, wait=False)
+                yield from _fly_while(radiometer, clock, into, status_of=cmd, poll_s=poll_s)
+                yield from bps.complete(radiometer, wait=True)
+                yield from collect_samples(radiometer, into)
+
+            yield from bpp.rewindable_wrapper(fly(), False)
+            d = _arrays(into)
+            st = _window_stats(radiometer, d)
+            for k in ("n_samples", "lost", "index_gaps", "dead_time_s", "duration_s"):
+                stats[f"{axis}_{k}"] = st[k]
+            hs, ds = _src_hadec(ctx, d["t"])
+            dha, ddec = astro.wrap180(d["ha"] - hs), d["dec"] - ds
+            other = ddec if axis == "ha" else dha * cosd
+            sel = np.abs(other) < 0.02 * ctx.fwhm  # on the cut (the move to the start line is off it)
+            cuts[axis] = ((dha if axis == "ha" else ddec)[sel], _mean_t(d)[sel])
+            stats["el_deg"] = float(np.mean(d["el"]))
+    elif mode == "step":
+        yield from bps.mv(radiometer.integration_time, integration_s)
+        for axis in ("ha", "dec"):
+            xs, ys = [], []
+            scale = cosd if axis == "ha" else 1.0
+            for x in np.linspace(-half, half, npoints) / scale:
+                yield from bps.checkpoint()
+                yield from go_on_source(drive, source, *((float(x), 0.0) if axis == "ha" else (0.0, float(x))))
+                yield from bps.trigger_and_read([radiometer, drive])
+                xs.append(float(x))
+                ys.append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
+                stats["el_deg"] = float(radiometer.el.get())
+            cuts[axis] = (np.array(xs), np.array(ys))
+    else:
+        raise ValueError(f"mode {mode!r} is not 'fly' or 'step'")
+    ha_fit, dec_fit = fitting.cross_scan(cuts["ha"][0], cuts["ha"][1], cuts["dec"][0], cuts["dec"][1],
+                                         ctx.src.dec_deg, ctx.rx.gain_k_per_jy, ctx.fwhm)
+    out = {**stats, "half_width_deg": half, "ha_peak_k": ha_fit.peak_k, "dec_peak_k": dec_fit.peak_k,
+           "ha_offset_deg": ha_fit.offset_deg, "ha_offset_err_deg": ha_fit.offset_err_deg,
+           "dec_offset_fit_deg": dec_fit.offset_deg, "dec_offset_err_deg": dec_fit.offset_err_deg,
+           "ha_fwhm_deg": ha_fit.fwhm_deg, "dec_fwhm_deg": dec_fit.fwhm_deg, "ha_flux_jy": ha_fit.flux_jy,
+           "dec_flux_jy": dec_fit.flux_jy, "flux_jy": (ha_fit.flux_jy + dec_fit.flux_jy) / 2,
+           "peak_k": (ha_fit.peak_k + dec_fit.peak_k) / 2}
+    return out
+
+
+def cross_scan(drive: Drive, radiometer: Radiometer, source: str, *, half_width_deg: float | None = None,
+               duration_s: float = 60.0, mode: str = "fly", npoints: int = 15, integration_s: float = 1.0,
+               instrumentation: Instrumentation | None = None, receiver: str | None = None,
+               meta: ObsMeta | None = None, site: Site | None = None, cleanup: str = "stop", poll_s: float = 0.5,
+               md: dict[str, Any] | None = None) -> Plan:
+    """Cross scan: orthogonal scans through ``source`` in HA and in Dec offsets.
+
+    Parameters
+    ----------
+    half_width_deg : each scan runs from -half to +half true-angle degrees about the source (default 2.5 beams).
+    duration_s : duration of each fly scan (s of observatory time).
+    mode : ``"fly"`` (continuous scans, every sample kept) or ``"step"`` (``npoints`` per axis, each
+        integrated ``integration_s`` s of observatory time).
+    Other parameters as :func:`drift_scan`.
+
+    Returns (and records): per axis the fitted peak (K), offset (deg, true angle; HA in ``ha_offset_deg``,
+    Dec in ``dec_offset_fit_deg``), FWHM (deg) and flux (Jy, corrected for the other axis' offset), their
+    mean ``flux_jy``, sample counts, losses and dead time of the fly scans.
+    """
+    ctx = _context(site, receiver, instrumentation, source, meta)
+    half = float(half_width_deg) if half_width_deg is not None else 2.5 * ctx.fwhm
+    args = {"drive": drive, "radiometer": radiometer, "source": source, "half_width_deg": half_width_deg,
+            "duration_s": duration_s, "mode": mode, "npoints": npoints, "integration_s": integration_s,
+            "instrumentation": instrumentation, "receiver": receiver, "cleanup": cleanup}
+
+    def body() -> Plan:
+        return (yield from _cross_body(drive, radiometer, ctx, source, half, duration_s, mode, npoints,
+                                       integration_s, poll_s))
+
+    return (yield from _plan("cross_scan", args, ctx, {"half_width_deg": half, "duration_s": duration_s,
+                                                       "mode": mode}, md, body, drive, instrumentation, cleanup,
+                             [radiometer]))
+
+
+def pointing_check(drive: Drive, radiometer: Radiometer, source: str, *, method: str = "cross",
+                   half_width_deg: float | None = None, duration_s: float = 60.0, integration_s: float = 2.0,
+                   instrumentation: Instrumentation | None = None, receiver: str | None = None,
+                   meta: ObsMeta | None = None, site: Site | None = None, cleanup: str = "stop", poll_s: float = 0.5,
+                   md: dict[str, Any] | None = None) -> Plan:
+    """Pointing check on a calibrator: offsets of the source from where the dish believes it points.
+
+    Parameters
+    ----------
+    method : ``"cross"`` (fly cross scans of +-``half_width_deg``, default 2 beams, fitted with Gaussians)
+        or ``"five_point"`` (on source and half a beam N, S, E, W plus an off-source reference at 4 beams,
+        each integrated ``integration_s`` s, solved with :func:`archiver.fitting.five_point`).
+    Other parameters as :func:`cross_scan`.
+
+    Returns (and records): ``ha_offset_deg`` and ``dec_offset_deg`` — the true-angle offsets (deg) at which
+    the source was found (positive HA: the source appears at larger HA than commanded); ``ha_offset_coord_deg``
+    the HA offset in coordinate degrees (what to add to ``off_ha`` to centre the beam); beam widths for
+    the cross method.
+    """
+    ctx = _context(site, receiver, instrumentation, source, meta)
+    args = {"drive": drive, "radiometer": radiometer, "source": source, "method": method,
+            "half_width_deg": half_width_deg, "duration_s": duration_s, "integration_s": integration_s,
+            "instrumentation": instrumentation, "receiver": receiver, "cleanup": cleanup}
+    cosd = math.cos(math.radians(ctx.src.dec_deg))
+
+    def body() -> Plan:
+        if method == "cross":
+            half = float(half_width_deg) if half_width_deg is not None else 2.0 * ctx.fwhm
+            out = yield from _cross_body(drive, radiometer, ctx, source, half, duration_s, "fly", 0, 0.0, poll_s)
+            out["dec_offset_deg"] = out.pop("dec_offset_fit_deg")
+        elif method == "five_point":
+            d = ctx.fwhm / 2
+            yield from go_on_source(drive, source, 0.0, 0.0)
+            yield from bps.mv(radiometer.integration_time, integration_s)
+            temps = {}
+            for key, (x, y) in {"ref": (0.0, 4 * ctx.fwhm), "on": (0.0, 0.0), "north": (0.0, d),
+                                "south": (0.0, -d), "east": (-d / cosd, 0.0), "west": (d / cosd, 0.0)}.items():
+                yield from bps.checkpoint()
+                yield from go_on_source(drive, source, x, y)
+                yield from bps.trigger_and_read([radiometer, drive])
+                temps[key] = (radiometer.dvm1.get() + radiometer.dvm2.get()) / 2
+            ref = temps.pop("ref")
+            rel = {k: v - ref for k, v in temps.items()}
+            # "east" here is the smaller HA; fitting.five_point gives ln(E/W): positive towards larger HA
+            x, y = fitting.five_point(d, rel["on"], rel["north"], rel["south"], rel["west"], rel["east"], ctx.fwhm)
+            out = {"ha_offset_deg": x, "dec_offset_deg": y, "peak_k": rel["on"],
+                   "el_deg": float(radiometer.el.get())}
+        else:
+            raise ValueError(f"method {method!r} is not 'cross' or 'five_point'")
+        out["ha_offset_coord_deg"] = out["ha_offset_deg"] / cosd
+        return out
+
+    return (yield from _plan("pointing_check", args, ctx, {"method": method}, md, body, drive, instrumentation,
+                             cleanup, [radiometer]))
+
+
+# ---- on/off, sky dip, Tsys --------------------------------------------------------------------------------
+def stepping(drive: Drive, radiometer: Radiometer, source: str, *, cycles: int = 2, integration_s: float = 10.0,
+             off_beams: float = 3.0, switch: str = "dec", instrumentation: Instrumentation | None = None,
+             receiver: str | None = None, meta: ObsMeta | None = None, site: Site | None = None,
+             cleanup: str = "stop", md: dict[str, Any] | None = None) -> Plan:
+    """On/off source flux measurement: per cycle off (-), on, off (+), each integrated ``integration_s`` s.
+
+    Parameters
+    ----------
+    cycles : number of off-on-off cycles.
+    integration_s : integration per position (s of observatory time).
+    off_beams : the reference positions lie this many beam widths away (true angle).
+    switch : ``"dec"`` or ``"ha"``: the axis along which the reference positions lie (beam switching).
+    Other parameters as :func:`drift_scan`.
+
+    Returns (and records): antenna temperature ``ta_k`` (on minus the mean of the off positions, K), its
+    error ``ta_err_k`` (scatter of the cycles), ``flux_jy`` (ta / gain) and ``el_deg``.
+    """
+    if switch not in ("dec", "ha"):
+        raise ValueError(f"switch {switch!r} is not 'dec' or 'ha'")
+    if cycles < 1:
+        raise ValueError(f"cycles must be >= 1, got {cycles}")
+    ctx = _context(site, receiver, instrumentation, source, meta)
+    cosd = math.cos(math.radians(ctx.src.dec_deg))
+    off = off_beams * ctx.fwhm
+    args = {"drive": drive, "radiometer": radiometer, "source": source, "cycles": cycles,
+            "integration_s": integration_s, "off_beams": off_beams, "switch": switch,
+            "instrumentation": instrumentation, "receiver": receiver, "cleanup": cleanup}
+
+    def body() -> Plan:
+        yield from go_on_source(drive, source, 0.0, 0.0)
+        yield from bps.mv(radiometer.integration_time, integration_s)
+        deltas, els = [], []
+        for _ in range(cycles):
+            vals = []
+            for sign in (-1.0, 0.0, 1.0):
+                x, y = (sign * off / cosd, 0.0) if switch == "ha" else (0.0, sign * off)
+                yield from bps.checkpoint()
+                yield from go_on_source(drive, source, x, y)
+                yield from bps.trigger_and_read([radiometer, drive])
+                vals.append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
+                els.append(float(radiometer.el.get()))
+            deltas.append(vals[1] - (vals[0] + vals[2]) / 2)
+        ta = float(np.mean(deltas))
+        err = float(np.std(deltas, ddof=1) / math.sqrt(len(deltas))) if len(deltas) > 1 else math.nan
+        return {"ta_k": ta, "ta_err_k": err, "flux_jy": ta / ctx.rx.gain_k_per_jy, "el_deg": float(np.mean(els)),
+                "cycles": cycles, "integration_s": integration_s}
+
+    return (yield from _plan("stepping", args, ctx, {"cycles": cycles, "integration_s": integration_s,
+                                                     "off_deg": off, "switch": switch}, md, body, drive,
+                             instrumentation, cleanup, [radiometer]))
+
+
+def sky_dip(drive: Drive, radiometer: Radiometer, *,
+            elevations_deg: Sequence[float] = (90.0, 60.0, 40.0, 30.0, 20.0, 15.0), az_deg: float = 0.0,
+            integration_s: float = 10.0, t_atm_k: float = 270.0, instrumentation: Instrumentation | None = None,
+            receiver: str | None = None, meta: ObsMeta | None = None, site: Site | None = None,
+            cleanup: str = "stop", md: dict[str, Any] | None = None) -> Plan:
+    """Sky dip: system temperature vs elevation at fixed azimuth, fitted for the zenith opacity.
+
+    Parameters
+    ----------
+    elevations_deg : elevations visited, in order (deg; must span at least 10 deg).
+    az_deg : azimuth of the dip (deg); choose one free of sources.
+    integration_s : integration per elevation (s of observatory time).
+    t_atm_k : mean physical temperature of the atmosphere (K) of the model
+        T(el) = T0 + T_atm (1 - exp(-tau / sin el)).
+
+    Returns (and records): ``tau_zenith`` (nepers) and its error, ``t_zero_airmass_k`` (K), ``rms_k``.
+    """
+    ctx = _context(site, receiver, instrumentation, None, meta)
+    els = [float(e) for e in elevations_deg]
+    args = {"drive": drive, "radiometer": radiometer, "elevations_deg": els, "az_deg": az_deg,
+            "integration_s": integration_s, "t_atm_k": t_atm_k, "instrumentation": instrumentation,
+            "receiver": receiver, "cleanup": cleanup}
+
+    def body() -> Plan:
+        yield from bps.mv(radiometer.integration_time, integration_s)
+        el_meas, temps = [], []
+        for el in els:
+            yield from bps.checkpoint()
+            yield from slew(drive, az_deg, el, "AZEL")
+            yield from bps.trigger_and_read([radiometer, drive])
+            el_meas.append(float(radiometer.el.get()))
+            temps.append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
+        fit = fitting.tau_from_skydip(np.array(el_meas), np.array(temps), t_atm_k)
+        return {"tau_zenith": fit.tau_zenith, "tau_err": fit.tau_err, "t_zero_airmass_k": fit.t_zero_airmass_k,
+                "rms_k": fit.rms_k, "integration_s": integration_s, "n_points": len(els)}
+
+    return (yield from _plan("sky_dip", args, ctx, {"elevations_deg": els, "az_deg": az_deg}, md, body, drive,
+                             instrumentation, cleanup, [radiometer]))
+
+
+def tsys_cal(drive: Drive, radiometer: Radiometer, instrumentation: Instrumentation, *, source: str | None = None,
+             level: str = "HIGH", cycles: int = 2, integration_s: float = 5.0, receiver: str | None = None,
+             meta: ObsMeta | None = None, site: Site | None = None, cleanup: str = "stop",
+             md: dict[str, Any] | None = None) -> Plan:
+    """Noise-diode calibration: the diode ``level`` switched off/on ``cycles`` times (off, on, ..., off).
+
+    Parameters
+    ----------
+    source : track this source first (None: stay where the telescope points).
+    level : diode level, ``"LOW"`` or ``"HIGH"`` (its temperature ``ND_K_RBV`` is the calibration, K).
+    cycles : on phases (there are ``cycles + 1`` off phases).
+    integration_s : integration per phase (s of observatory time).
+
+    Returns (and records): ``tsys_k`` = T_diode * off / (on - off) (K), ``tsys_err_k``, ``diode_k``
+    and ``k_per_count`` (K per radiometer unit: 1 when the radiometer is already calibrated in K).
+    """
+    ctx = _context(site, receiver, instrumentation, source, meta)
+    args = {"drive": drive, "radiometer": radiometer, "instrumentation": instrumentation, "source": source,
+            "level": level, "cycles": cycles, "integration_s": integration_s, "receiver": receiver,
+            "cleanup": cleanup}
+
+    def body() -> Plan:
+        if source:
+            yield from go_on_source(drive, source, 0.0, 0.0)
+        yield from bps.mv(radiometer.integration_time, integration_s)
+        on, off, diode_k = [], [], math.nan
+        for phase in ["OFF", level] * cycles + ["OFF"]:
+            yield from bps.checkpoint()
+            if source:  # (again after a suspension, which stops the drive)
+                yield from go_on_source(drive, source, 0.0, 0.0)
+            yield from set_diode(instrumentation, phase)
+            if phase != "OFF":
+                diode_k = float(instrumentation.nd_k.get())
+            yield from bps.trigger_and_read([radiometer, instrumentation])
+            (on if phase != "OFF" else off).append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
+        yield from diodes_off(instrumentation)
+        cal = fitting.tsys_from_diode(np.array(off), np.array(on), diode_k)
+        return {"tsys_k": cal.tsys_k, "tsys_err_k": cal.tsys_err_k, "diode_k": diode_k,
+                "k_per_count": cal.k_per_count, "el_deg": float(radiometer.el.get())}
+
+    return (yield from _plan("tsys_cal", args, ctx, {"level": level, "cycles": cycles}, md, body, drive,
+                             instrumentation, cleanup, [radiometer]))

@@ -1,0 +1,214 @@
+"""Building blocks of the observing plans (bluesky plan stubs).
+
+Device commands that are not a single ``set`` (drift, scan, stow, halt, diodes off) are run through
+:class:`Command`, a small Movable whose ``set(*args)`` calls the command and returns its Status, so the
+RunEngine waits on it like on any move (and calls ``stop`` on it when a plan ends or is aborted).
+
+The safe state (:func:`safe_state`) is the drive stopped (``cleanup="stop"``) or stowed (``"stow"``) and every
+noise diode off; plans wrap themselves with :func:`finalize_wrapper` around it, so the safe state is reached
+whether the plan finishes, fails or is aborted.  The RunEngine's own ``stop(success=True)`` at the end of a plan
+only stops an unfinished drive move, so this cleanup is what leaves the telescope safe.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
+
+import numpy as np
+from bluesky import plan_stubs as bps
+from bluesky.preprocessors import finalize_wrapper
+from bluesky.utils import Msg
+from ophyd.status import Status
+
+from devices.common import ResultSignal
+
+CLEANUP_ACTIONS = ("stop", "stow", "none")
+_groups = itertools.count()
+
+
+class Command:
+    """A Movable around one device command: ``set(*args, **kwargs)`` returns the command's Status.
+
+    ``stop(success)`` is passed to ``stopper`` (e.g. the drive's ``stop``) when given.
+    """
+
+    def __init__(self, name: str, func: Callable[..., Any], stopper: Callable[..., None] | None = None,
+                 parent: Any = None):
+        self.name = name
+        self._func = func
+        self._stopper = stopper
+        self.parent = parent
+        self.status: Any = None
+        self.group = ""
+
+    def set(self, *args: Any, **kwargs: Any) -> Status:
+        """Run the command; the Status (kept in ``status``) follows the device's until :meth:`stop`."""
+        inner = self._func(*args, **kwargs)
+        outer = Status(obj=self)
+
+        def follow(st: Any) -> None:
+            if outer.done:
+                return
+            if st.success:
+                outer.set_finished()
+            else:
+                outer.set_exception(st.exception() or RuntimeError(f"{self.name} failed"))
+
+        inner.add_callback(follow)
+        self.status = outer
+        return outer
+
+    def stop(self, *, success: bool = False) -> None:
+        """Pass the RunEngine's stop on to the device.
+
+        ``success=True`` (a plan ending or being suspended) also ends a pending command *successfully*, as
+        ophyd's positioners do: the device's own Status fails when its command is cut short, which would
+        otherwise fail a plan that is only being suspended (it re-issues the command when it resumes).
+        """
+        if self._stopper is not None:
+            self._stopper(success=success)
+        if success and self.status is not None and not self.status.done:
+            self.status.set_finished()
+
+    def __repr__(self) -> str:
+        return f"Command({self.name})"
+
+
+def run_command(name: str, func: Callable[..., Any], *args: Any, stopper: Callable[..., None] | None = None,
+                wait: bool = True, **kwargs: Any) -> Generator[Msg, Any, Command]:
+    """Plan: call a device command (returning a Status) and wait for it (unless ``wait=False``).
+
+    Returns the :class:`Command` (its ``status`` and wait ``group``), e.g. to collect data while it runs.
+    """
+    cmd = Command(name, func, stopper)
+    cmd.group = f"{name}-{next(_groups)}"
+    yield Msg("set", cmd, *args, group=cmd.group, **kwargs)
+    if wait:
+        yield from bps.wait(group=cmd.group)
+    return cmd
+
+
+# ---- the receiver and the diodes ---------------------------------------------------------------------------
+def select_receiver(instrumentation: Any, receiver: str) -> Generator[Msg, Any, None]:
+    """Plan: route ``receiver`` (a site receiver name) to the backends; done when the NDI IOC accepted it."""
+    if instrumentation.rx_sel.get() != receiver:
+        yield from bps.mv(instrumentation.rx_sel, receiver)
+
+
+def diodes_off(instrumentation: Any) -> Generator[Msg, Any, None]:
+    """Plan: every noise diode and noise-adding diode off."""
+    yield from run_command(f"{instrumentation.name}_diodes_off", instrumentation.diodes_off)
+
+
+def set_diode(instrumentation: Any, level: str) -> Generator[Msg, Any, None]:
+    """Plan: only ``level`` (OFF, LOW, HIGH, BOTH) on the selected receiver."""
+    yield from bps.mv(instrumentation.diode, level)
+
+
+# ---- the drive --------------------------------------------------------------------------------------------
+def go_on_source(drive: Any, target: Any, off_ha: float = 0.0, off_dec: float = 0.0) -> Generator[Msg, Any, None]:
+    """Plan: track ``target`` (name or ICRS (ra_deg, dec_deg)) at the offsets (deg); done when settled on it."""
+    yield from run_command(f"{drive.name}_track", drive.track, target, off_ha=off_ha, off_dec=off_dec,
+                           stopper=drive.stop)
+
+
+def drift_park(drive: Any, target: Any, lead_deg: float) -> Generator[Msg, Any, None]:
+    """Plan: park ``lead_deg`` of HA ahead of ``target``; done when parked and settled."""
+    yield from run_command(f"{drive.name}_drift", drive.drift, target, lead_deg, stopper=drive.stop)
+
+
+def offset_scan(drive: Any, *, rate_ha: float = 0.0, rate_dec: float = 0.0, duration: float,
+                off_ha: float, off_dec: float, wait: bool = True) -> Generator[Msg, Any, Command]:
+    """Plan: scan the offsets from (off_ha, off_dec) (deg) at the rates (deg/s) for ``duration`` s (obs. time).
+
+    With ``wait=False`` the scan is only started; the returned :class:`Command` has its Status.
+    """
+    return (yield from run_command(f"{drive.name}_scan", drive.scan, rate_ha=rate_ha, rate_dec=rate_dec,
+                                   duration=duration, off_ha=off_ha, off_dec=off_dec, stopper=drive.stop,
+                                   wait=wait))
+
+
+def slew(drive: Any, x_deg: float, y_deg: float, frame: str = "AZEL") -> Generator[Msg, Any, None]:
+    """Plan: slew to a fixed position (Az/El or HA/Dec, deg); done when parked there."""
+    yield from run_command(f"{drive.name}_slew", drive.slew, x_deg, y_deg, frame, stopper=drive.stop)
+
+
+def stop_drive(drive: Any, stow: bool = False) -> Generator[Msg, Any, None]:
+    """Plan: stop the drive (axes at rest) or stow it; done when carried out."""
+    yield from run_command(f"{drive.name}_{'stow' if stow else 'halt'}", drive.stow if stow else drive.halt)
+
+
+def safe_state(drive: Any | None, instrumentation: Any | None, cleanup: str = "stop") -> Generator[Msg, Any, None]:
+    """Plan: the safe state: diodes off, drive stopped (``"stop"``), stowed (``"stow"``) or left (``"none"``).
+
+    Both actions are attempted even if one fails; the first failure is raised afterwards.
+    """
+    if cleanup not in CLEANUP_ACTIONS:
+        raise ValueError(f"cleanup {cleanup!r} is not one of {', '.join(CLEANUP_ACTIONS)}")
+    errors: list[BaseException] = []
+    if instrumentation is not None:
+        try:
+            yield from diodes_off(instrumentation)
+        except Exception as err:  # noqa: BLE001  (still make the drive safe; re-raised below)
+            errors.append(err)
+    if drive is not None and cleanup != "none":
+        try:
+            yield from stop_drive(drive, stow=cleanup == "stow")
+        except Exception as err:  # noqa: BLE001  (re-raised below)
+            errors.append(err)
+    if errors:
+        raise errors[0]
+
+
+def with_safe_cleanup(plan: Generator[Msg, Any, Any], drive: Any | None, instrumentation: Any | None,
+                      cleanup: str = "stop") -> Generator[Msg, Any, Any]:
+    """``plan`` wrapped with :func:`finalize_wrapper` so that :func:`safe_state` runs however it ends."""
+    if cleanup not in CLEANUP_ACTIONS:
+        raise ValueError(f"cleanup {cleanup!r} is not one of {', '.join(CLEANUP_ACTIONS)}")
+    return (yield from finalize_wrapper(plan, safe_state(drive, instrumentation, cleanup)))
+
+
+# ---- recording ----------------------------------------------------------------------------------------------
+def record(stream: str, values: dict[str, Any], units: dict[str, str] | None = None) -> Generator[Msg, Any, None]:
+    """Plan: one event in ``stream`` holding ``values`` (numbers or text; data keys ``{stream}_{key}``)."""
+    units = units or {}
+    sigs = []
+    for key, v in values.items():
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        if v is None:
+            v = float("nan")
+        sigs.append(ResultSignal(name=f"{stream}_{key}", value=v, units=units.get(key, "")))
+    yield from bps.create(name=stream)
+    for sig in sigs:
+        yield from bps.read(sig)
+    yield from bps.save()
+
+
+def collect_samples(radiometer: Any, into: dict[str, list], stream: str | None = None) -> Generator[Msg, Any, int]:
+    """Plan: collect the radiometer's fly samples (emitting them) and append the columns to ``into``.
+
+    Keys of ``into`` are the column names without the device prefix (``t``, ``ha``, ``dvm1``, ...).
+    Returns the number of samples collected.
+    """
+    payload = yield from bps.collect(radiometer, name=stream)
+    n = 0
+    prefix = f"{radiometer.name}_"
+    for item in _iter_payload(payload):
+        data = item.get("data", {})
+        for key, values in data.items():
+            col = key[len(prefix):] if key.startswith(prefix) else key
+            vals = values if isinstance(values, (list, tuple, np.ndarray)) else [values]
+            into.setdefault(col, []).extend(vals)
+        n = len(into.get("t", []))
+    return n
+
+
+def _iter_payload(payload: Any) -> Iterable[dict[str, Any]]:
+    if payload is None:
+        return []
+    if isinstance(payload, dict):
+        return [payload]
+    return list(payload)
