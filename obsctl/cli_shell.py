@@ -29,6 +29,7 @@ def session_namespace(state_dir: Path, *, archive_dir: str | None = None, live: 
     from bluesky import RunEngine
 
     import plans
+    from archiver import queries
     from archiver.archive import open_archive
     from devices.registry import all_devices
 
@@ -43,6 +44,8 @@ def session_namespace(state_dir: Path, *, archive_dir: str | None = None, live: 
     ns: dict[str, Any] = {"RE": RE, "bps": bps, "bp": bp, "plans": plans, "archive": archive,
                           "catalog": archive.client, "site": site, "devices": devices, **devices}
     ns.update({name: getattr(plans, name) for name in getattr(plans, "__all__", [])})
+    ns.update({name: getattr(queries, name) for name in ("find_runs", "last_runs", "run_summary", "run_table",
+                                                          "summary_table")})
     if live:
         from bluesky.callbacks.best_effort import BestEffortCallback
         from bluesky.utils import ProgressBarManager
@@ -58,7 +61,7 @@ BANNER = """obsctl shell — {site} (prefix {prefix})
   RE(plan)              run a plan; every run goes to the archive ({archive})
   devices               {devices}
   plans                 {plans}
-  catalog               the run archive (archiver.queries.find_runs(catalog, source=...))
+  catalog               the run archive: find_runs(catalog, source=...), last_runs(catalog, 5)
 """
 
 
