@@ -72,7 +72,7 @@ class CALink:
         name = sub.pv.name
         lv = self.values[name]
         data = response.data
-        lv.value = data[0] if len(data) == 1 and not isinstance(data, (str, bytes)) else np.array(data)  # copy
+        lv.value = data[0] if len(data) == 1 and not isinstance(data, (str, bytes)) else np.asarray(data)
         if isinstance(lv.value, bytes):
             lv.value = lv.value.decode()
         lv.timestamp = response.metadata.timestamp

@@ -51,9 +51,10 @@ from typing import Any
 
 import numpy as np
 from caproto import AlarmSeverity, AlarmStatus
+from caproto.asyncio.client import Context
 
 from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave
-from iocs.links import CALink, LinkValue
+from iocs.links import CALink
 from iocs.sim import radiometer as rsim
 from obsctl import astro, blocks
 from obsctl.clock import ObservatoryClock
@@ -127,6 +128,63 @@ class SamplePipeline:
         return res
 
 
+class TimedInputs:
+    """Ordered monitors of the timing-critical links (drive packet, diode, receiver select).
+
+    caproto runs plain callbacks in a thread pool, possibly out of order; coroutine callbacks run in
+    order on the event loop, so these monitors keep exact update order and timestamps.
+    """
+
+    def __init__(self, pkt: str | None, nd_k: str | None, rx_sel: str | None):
+        self.names = {k: v for k, v in (("pkt", pkt), ("nd", nd_k), ("rx", rx_sel)) if v}
+        self.packets: list[np.ndarray] = []       # inbox drained by the IOC every tick
+        self.nd_hist: list[tuple[float, float]] = [(-math.inf, 0.0)]
+        self.rx: int | None = None
+        self.connected: dict[str, bool] = dict.fromkeys(self.names.values(), False)
+        self._ctx: Context | None = None
+        self._subs: list[Any] = []
+
+    async def start(self) -> None:
+        """Search and subscribe; connections complete in the background."""
+        self._ctx = Context()
+        pvs = await self._ctx.get_pvs(*self.names.values(), connection_state_callback=self._conn, timeout=None)
+        for pv in pvs:
+            sub = pv.subscribe(data_type="time")
+            sub.add_callback(self._update)
+            self._subs.append(sub)
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        if self._ctx is not None:
+            await self._ctx.disconnect()
+            self._ctx = None
+
+    async def _conn(self, pv: Any, state: str) -> None:
+        self.connected[pv.name] = state == "connected"
+
+    async def _update(self, sub: Any, response: Any) -> None:
+        name = sub.pv.name
+        if name == self.names.get("pkt"):
+            self.packets.append(np.asarray(response.data, dtype=float).copy())
+        elif name == self.names.get("nd"):
+            ts = float(response.metadata.timestamp)
+            self.nd_hist = [*self.nd_hist[-63:], (ts, float(response.data[0]))]
+        elif name == self.names.get("rx"):
+            self.rx = int(response.data[0])
+
+    def nd_at(self, t: np.ndarray) -> np.ndarray:
+        """Diode temperature (K) injected at times ``t``: the newest ND_K update stamped at or before t."""
+        ts = np.array([h[0] for h in self.nd_hist])
+        vals = np.array([h[1] for h in self.nd_hist])
+        i = np.clip(np.searchsorted(ts, t, side="right") - 1, 0, len(ts) - 1)
+        return vals[i]
+
+    def up(self, key: str) -> bool:
+        """Whether link ``key`` ('pkt', 'nd', 'rx') is connected."""
+        name = self.names.get(key)
+        return bool(name and self.connected.get(name))
+
+
 class RadiometerIOC(ObsIOC):
     """Radiometer/DVM: two DVMs sampled synchronously with the drive, published as sample blocks."""
 
@@ -178,10 +236,8 @@ class RadiometerIOC(ObsIOC):
         def name(kind: str, signal: str) -> str | None:
             return site.pv(devs[kind], signal) if kind in devs else None
 
-        self.pkt_name = name("drive", "POS_PKT")
-        self.nd_name = name("instrumentation", "ND_K_RBV")
-        self.rxsel_name = name("instrumentation", "RX_SEL_SP")
-        self.nd_hist: list[tuple[float, float]] = [(-math.inf, 0.0)]  # (stamp, K) of the diode updates
+        self.inputs = TimedInputs(name("drive", "POS_PKT"), name("instrumentation", "ND_K_RBV"),
+                                  name("instrumentation", "RX_SEL_SP"))
         self.sensor_pvs: dict[int, str] = {}
         kinds = {"TMS": "housekeeping", "WX": "weather"}
         for sel, spec in rsim.VOLT_INPUTS.items():
@@ -190,9 +246,8 @@ class RadiometerIOC(ObsIOC):
                 full = name(kinds[dev], signal)
                 if full:
                     self.sensor_pvs[sel] = full
+        self.sensors = CALink(sorted(set(self.sensor_pvs.values())))
         self.track = PositionTrack(maxlen=512)
-        linked = [n for n in (self.pkt_name, self.nd_name, self.rxsel_name) if n]
-        self.links = CALink(linked + sorted(set(self.sensor_pvs.values()) - set(linked)), on_update=self._on_link)
         self.settings: Settings | None = None
         self.pipeline = SamplePipeline()
         self.k_next: int | None = None      # next raw grid index k (t = k / rate)
@@ -204,7 +259,8 @@ class RadiometerIOC(ObsIOC):
     # ---- main loop ---------------------------------------------------------------------------
     @blk.startup
     async def blk(self, instance, async_lib):
-        await self.links.start()
+        await self.inputs.start()
+        await self.sensors.start()
         await self._publish_settings()
         now = np.array([self.clock.now()])  # warm astropy up (~1.5 s) off the event loop, before sampling
         rx = self.site.receivers[self.rx_default]
@@ -217,24 +273,11 @@ class RadiometerIOC(ObsIOC):
 
     async def shutdown(self) -> None:
         """Close the client links (called by iocs.common.serve)."""
-        await self.links.stop()
-
-    def _on_link(self, name: str, lv: LinkValue) -> None:
-        """Ordered monitor updates: drive packets into the track, diode steps into their history."""
-        if name == self.pkt_name:
-            self.track.add(lv.value)
-        elif name == self.nd_name:
-            self.nd_hist = [*self.nd_hist[-63:], (float(lv.timestamp), float(lv.value))]
-
-    def nd_at(self, t: np.ndarray) -> np.ndarray:
-        """Diode temperature (K) injected at times ``t``: the newest ND_K update stamped at or before t."""
-        ts = np.array([h[0] for h in self.nd_hist])
-        vals = np.array([h[1] for h in self.nd_hist])
-        return vals[np.clip(np.searchsorted(ts, t, side="right") - 1, 0, len(ts) - 1)]
+        await self.inputs.stop()
+        await self.sensors.stop()
 
     def _current_settings(self) -> Settings:
-        rx_sel = self.links.get(self.rxsel_name) if self.rxsel_name else None
-        rx = self.rx_default if rx_sel is None else rx_sel
+        rx = self.inputs.rx if self.inputs.up("rx") and self.inputs.rx is not None else self.rx_default
         rx = min(max(int(rx), 0), len(self.site.receivers) - 1)
         return Settings(rate=float(self.rate.value), avg=int(self.avg.value),
                         median=MEDIAN_LEN[self.filt.value],
@@ -244,13 +287,15 @@ class RadiometerIOC(ObsIOC):
     def _horizon(self, now: float) -> tuple[float, bool]:
         """Latest time samples may be taken now, and whether drive positions back it."""
         latest = self.track.latest
-        linked = bool(self.pkt_name) and self.links.connected(self.pkt_name)
-        if linked and latest is not None and now - latest[0] < self.stale_real_s * self.clock.speed:
+        if self.inputs.up("pkt") and latest is not None and now - latest[0] < self.stale_real_s * self.clock.speed:
             return float(latest[0]), True
         return now, False
 
     async def tick(self) -> None:
         """Take every raw sample due, run the chain, publish blocks and the scalar readbacks."""
+        for p in sorted(self.inputs.packets, key=lambda p: p[0]):
+            self.track.add(p)
+        self.inputs.packets = []
         now = self.clock.now()
         horizon, pos_ok = self._horizon(now)
         state = "OK" if pos_ok else "NO_POSITION"
@@ -272,8 +317,8 @@ class RadiometerIOC(ObsIOC):
             k0 = self.k_next
             t = (k0 + np.arange(n, dtype=np.float64)) / st.rate
             pos = self.track.at(t)
-            nd = self.nd_at(t)
-            hk = {sel: self.links.get(pv) for sel, pv in self.sensor_pvs.items()}
+            nd = self.inputs.nd_at(t)
+            hk = {sel: self.sensors.get(pv) for sel, pv in self.sensor_pvs.items()}
             out, tsys = await asyncio.to_thread(self._acquire, st, k0, t, pos, nd, hk)
             self.k_next = k0 + n
             self.t_last = float(t[-1])
