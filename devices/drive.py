@@ -31,6 +31,7 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, EpicsSignal, Kind, Signal
 from ophyd.positioner import PositionerBase
+from ophyd.utils import InvalidState
 
 from devices.common import (
     PUT_TIMEOUT,
@@ -215,7 +216,7 @@ class DriveOffset(Device, PositionerBase):
     def stop(self, *, success: bool = False) -> None:
         """Stop the drive as :meth:`Drive.stop` does (offsets have no motion of their own).
 
-        A move under way then fails (the drive was re-commanded).
+        A move under way then fails (the drive was re-commanded), unless ``success`` is True.
         """
         self.parent.stop(success=success)
 
@@ -537,6 +538,16 @@ class Drive(ObsDevice):
         aborted: then the drive is stopped only if a move of this client is still under way, and a drive
         settled on its target keeps tracking (plans stop or stow explicitly in their cleanup).
         """
-        if success and not self.moving:
-            return
+        if success:
+            if not self.moving:
+                return
+            # as ophyd positioners do: a move stopped with success=True (the RunEngine pausing or ending a plan)
+            # counts as done, so a suspended plan is not failed; it re-issues the move when it resumes
+            with self._pending_lock:
+                pending = [st for st in self._pending if not st.done]
+            for st in pending:
+                try:
+                    st.set_finished()
+                except InvalidState:  # finished on its own meanwhile
+                    pass
         self.mode.put("STOP")

@@ -461,3 +461,24 @@ def test_drive_is_a_bluesky_movable_without_ioc():
         assert d._target_puts((10.0, -20.0))[0][1:] == [(d.track_ra, 10.0), (d.track_dec, -20.0)]
     finally:
         d.stop_heartbeat()
+
+
+def test_stop_with_success_ends_a_move_without_failing_it(observatory):
+    """The RunEngine pausing a plan calls stop(success=True): the move ends done (not failed), the dish stops."""
+    obs = observatory(["DRV"], speed=5, epoch=NIGHT)
+    drive = registry.drive(obs.site)
+    try:
+        status = drive.slew(-80.0, -25.0, "HADEC")  # a long slew: tens of seconds of simulated time
+        wait_for(lambda: drive.state.get(as_string=True) == "SLEWING", 10, what="slewing")
+        drive.stop(success=True)
+        status.wait(10)
+        assert status.done and status.success
+        wait_for(lambda: drive.state.get(as_string=True) == "STOPPED", 10, what="drive stopped")
+        drive.stop(success=True)  # nothing of ours under way: a settled or stopped drive is left alone
+        later = drive.slew(-80.0, -25.0, "HADEC")
+        wait_for(lambda: drive.state.get(as_string=True) == "SLEWING", 10, what="slewing again")
+        drive.stop()
+        with pytest.raises(DeviceFault):
+            later.wait(10)
+    finally:
+        drive.stop_heartbeat()
