@@ -151,8 +151,8 @@ class Radiometer(ObsDevice):
     dvm2_raw = Cpt(Readback, "DVM2_RAW", kind=Kind.omitted, auto_monitor=False)
     dvm1_egu = Cpt(Readback, "DVM1_EGU_RBV", kind=Kind.config, string=True)
     dvm2_egu = Cpt(Readback, "DVM2_EGU_RBV", kind=Kind.config, string=True)
-    # DVM1_CAL_RBV / DVM2_CAL_RBV are left out: their units ("unit/count", 10 characters) exceed the
-    # 8-character EGU of a DBR_CTRL value, so the IOC cannot answer the metadata read ophyd makes.
+    dvm1_cal = Cpt(Readback, "DVM1_CAL_RBV", kind=Kind.config)
+    dvm2_cal = Cpt(Readback, "DVM2_CAL_RBV", kind=Kind.config)
     dvm1_ofs = Cpt(Readback, "DVM1_OFS_RBV", kind=Kind.config)
     dvm2_ofs = Cpt(Readback, "DVM2_OFS_RBV", kind=Kind.config)
     cal_k = Cpt(Readback, "CAL_K_PER_COUNT_RBV", kind=Kind.config)
