@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,144 +35,22 @@ from devices.drive import Drive
 from devices.instrumentation import Instrumentation
 from devices.radiometer import Radiometer
 from obsctl import astro
-from obsctl.catalog import Source, load_catalog
-from obsctl.site import ReceiverConfig, Site, load_site
-from plans.metadata import ACHIEVED_STREAM, ObsMeta, start_metadata
-from plans.stubs import (
-    collect_samples,
-    diodes_off,
-    drift_park,
-    go_on_source,
-    offset_scan,
-    record,
-    select_receiver,
-    set_diode,
-    slew,
-    with_safe_cleanup,
+from obsctl.site import Site
+from plans.metadata import ObsMeta
+from plans.runs import (
+    SIDEREAL,
+    Plan,
+    PlanContext,
+    as_arrays,
+    fly_clock,
+    fly_while,
+    mean_temperature,
+    plan_context,
+    run_plan,
+    source_hadec,
+    window_stats,
 )
-
-SIDEREAL = fitting.SIDEREAL_DEG_PER_S  # deg of HA per s
-Plan = Generator[Msg, Any, dict[str, Any]]
-
-
-@dataclass
-class _Context:
-    site: Site
-    rx: ReceiverConfig
-    fwhm: float
-    src: Source | None
-    loc: astro.Location
-    meta: ObsMeta
-
-
-def _context(site: Site | None, receiver: str | None, instrumentation: Any, source: str | None,
-             meta: ObsMeta | None) -> _Context:
-    s = site or load_site()
-    name = receiver or (instrumentation.rx_sel.get() if instrumentation is not None else s.receivers[0].name)
-    rx = next((r for r in s.receivers if r.name == name), None)
-    if rx is None:
-        raise ValueError(f"receiver {name!r} is not one of {', '.join(r.name for r in s.receivers)}")
-    src = load_catalog(s.catalog_path).get(source) if source else None
-    m = (meta or ObsMeta()).filled(source=source or "", ra_deg=src.ra_deg if src else None,
-                                    dec_deg=src.dec_deg if src else None, receiver=rx.name, freq_mhz=rx.freq_mhz)
-    return _Context(s, rx, s.beam_fwhm_deg(rx.freq_mhz), src, astro.site_location(s), m)
-
-
-def _setup(ctx: _Context, instrumentation: Any) -> Generator[Msg, Any, None]:
-    if instrumentation is not None:
-        yield from select_receiver(instrumentation, ctx.rx.name)
-        yield from diodes_off(instrumentation)
-
-
-def _clock(radiometer: Any) -> Any:
-    if getattr(radiometer, "clock", None) is None:
-        raise ValueError(f"{radiometer.name} has no observatory clock: fly scans need one (registry clock=...)")
-    return radiometer.clock
-
-
-def _src_hadec(ctx: _Context, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Apparent HA/Dec (deg) of the plan's source at times ``t`` (linear between the ends: minutes apart)."""
-    t = np.asarray(t, float)
-    ends = np.array([t.min(), max(t.max(), t.min() + 1.0)])
-    ha, dec = astro.apparent_hadec(ctx.src.coord, ends, ctx.loc)
-    ha = np.unwrap(np.radians(np.asarray(ha, float)))
-    return (np.degrees(np.interp(t, ends, ha)) + 180.0) % 360.0 - 180.0, np.interp(t, ends, np.asarray(dec))
-
-
-def _fly_while(radiometer: Any, clock: Any, into: dict[str, list], *, until_t: float | None = None,
-               status_of: Any = None, poll_s: float = 0.5) -> Generator[Msg, Any, None]:
-    """Collect samples every ``poll_s`` (real s) until observatory time ``until_t`` or the command is done."""
-    while True:
-        if status_of is not None and status_of.status is not None and status_of.status.done:
-            break
-        if until_t is not None:
-            left = until_t - clock.now()
-            if left <= 0:
-                break
-            yield from bps.sleep(min(poll_s, max(left / clock.speed, 0.005)))
-        else:
-            yield from bps.sleep(poll_s)
-        yield from collect_samples(radiometer, into)
-    if status_of is not None:
-        yield from bps.wait(group=status_of.group)
-
-
-def _arrays(into: dict[str, list]) -> dict[str, np.ndarray]:
-    return {k: np.asarray(v) for k, v in into.items()}
-
-
-def _window_stats(radiometer: Any, d: dict[str, np.ndarray]) -> dict[str, float]:
-    """Sample count, rate, window, losses and dead time (window time without a sample) of a fly scan.
-
-    ``lost``: samples the IOC took that never arrived; ``index_gaps``: missing sample indices seen in the data;
-    ``ioc_restarts``: sample indices starting again (samples a dead IOC never took are not lost).
-    """
-    t0, t1 = radiometer.last_fly_window
-    n = int(d["t"].size) if "t" in d else 0
-    rate = float(radiometer.last_block.rate_hz) if radiometer.last_block is not None else math.nan
-    dur = float(t1 - t0) if t0 is not None and t1 is not None else math.nan
-    dead = max(dur - n / rate, 0.0) if n and rate > 0 else dur
-    idx = d.get("index", np.empty(0))
-    step = np.diff(idx) if idx.size > 1 else np.empty(0)
-    return {"t_start": t0, "t_end": t1, "duration_s": dur, "n_samples": n, "rate_hz": rate,
-            "lost": int(radiometer.lost.get()), "index_gaps": int(np.sum(step[step > 1] - 1)),
-            "ioc_restarts": int(np.sum(step < 1)), "dead_time_s": dead,
-            "dead_time_frac": dead / dur if dur and dur > 0 else math.nan}
-
-
-def _plan(name: str, args: dict[str, Any], ctx: _Context, requested: dict[str, Any], md: dict | None,
-          body: Any, drive: Any, instrumentation: Any, cleanup: str, stage: Sequence[Any] = ()) -> Plan:
-    """Run ``body()`` (returning the achieved dict) inside a run, staged, with safe cleanup."""
-    start = start_metadata(name, args, ctx.meta, requested, md)
-    result: dict[str, Any] = {}
-
-    @bpp.stage_decorator(list(stage))
-    @bpp.run_decorator(md=start)
-    def inner() -> Plan:
-        yield from _setup(ctx, instrumentation)
-        achieved = yield from body()
-        units = {k: u for k, u in _UNITS.items() if k in achieved}
-        yield from record(ACHIEVED_STREAM, achieved, units)
-        result.update(achieved)
-        return achieved
-
-    yield from with_safe_cleanup(inner(), drive, instrumentation, cleanup)  # run_wrapper returns the run uid
-    return result
-
-
-_UNITS = {"t_start": "s", "t_end": "s", "duration_s": "s", "rate_hz": "Hz", "dead_time_s": "s", "lead_deg": "deg",
-          "park_ha_deg": "deg", "park_dec_deg": "deg", "dec_offset_deg": "deg", "el_deg": "deg",
-          "peak_k": "K", "peak_err_k": "K", "offset_deg": "deg", "offset_err_deg": "deg", "fwhm_deg": "deg",
-          "flux_jy": "Jy", "rms_k": "K", "ha_offset_deg": "deg", "dec_offset_fit_deg": "deg",
-          "ha_peak_k": "K", "dec_peak_k": "K", "ha_fwhm_deg": "deg", "dec_fwhm_deg": "deg", "ha_flux_jy": "Jy",
-          "dec_flux_jy": "Jy", "half_width_deg": "deg", "rate_deg_s": "deg/s", "ta_k": "K", "ta_err_k": "K",
-          "tau_zenith": "", "tau_err": "", "t_zero_airmass_k": "K", "tsys_k": "K", "tsys_err_k": "K",
-          "diode_k": "K", "k_per_count": "K/count", "integration_s": "s", "transit_t": "s",
-          "ha_offset_err_deg": "deg", "dec_offset_err_deg": "deg"}
-
-
-def _mean_t(d: dict[str, np.ndarray]) -> np.ndarray:
-    return (d["dvm1"] + d["dvm2"]) / 2.0
+from plans.stubs import collect_samples, diodes_off, drift_park, go_on_source, offset_scan, set_diode, slew
 
 
 # ---- drift scan -------------------------------------------------------------------------------------------
@@ -198,9 +75,9 @@ def drift_scan(drive: Drive, radiometer: Radiometer, source: str, *, lead_deg: f
     samples, losses and dead time, and the Gaussian fit: ``peak_k``, ``offset_deg`` (true angle; peak
     relative to the predicted transit), ``fwhm_deg``, ``flux_jy`` (peak / gain), ``el_deg``.
     """
-    ctx = _context(site, receiver, instrumentation, source, meta)
+    ctx = plan_context(site, receiver, instrumentation, source, meta)
     lead = float(lead_deg) if lead_deg is not None else 2.0 * ctx.fwhm
-    clock = _clock(radiometer)
+    clock = fly_clock(radiometer)
     args = {"drive": drive, "radiometer": radiometer, "source": source, "lead_deg": lead_deg,
             "instrumentation": instrumentation, "receiver": receiver, "cleanup": cleanup}
 
@@ -208,38 +85,39 @@ def drift_scan(drive: Drive, radiometer: Radiometer, source: str, *, lead_deg: f
         yield from drift_park(drive, source, lead)
         now = clock.now()
         ha_beam, dec_beam = float(drive.ha_obs.get()), float(drive.dec_obs.get())
-        ha_src, _ = _src_hadec(ctx, np.array([now]))
+        ha_src, _ = source_hadec(ctx, np.array([now]))
         ahead = float(astro.wrap180(ha_beam - ha_src[0]))
         t_transit = now + ahead / SIDEREAL
         into: dict[str, list] = {}
 
         def fly() -> Generator[Msg, Any, None]:
             yield from bps.kickoff(radiometer, wait=True)
-            yield from _fly_while(radiometer, clock, into, until_t=t_transit + (t_transit - now), poll_s=poll_s)
+            yield from fly_while(radiometer, clock, into, until_t=t_transit + (t_transit - now), poll_s=poll_s)
             yield from bps.complete(radiometer, wait=True)
             yield from collect_samples(radiometer, into)
 
         yield from bpp.rewindable_wrapper(fly(), False)
-        d = _arrays(into)
-        out = {**_window_stats(radiometer, d), "lead_deg": ahead, "park_ha_deg": ha_beam, "park_dec_deg": dec_beam}
+        d = as_arrays(into)
+        out = {**window_stats(radiometer, d), "lead_deg": ahead, "park_ha_deg": ha_beam, "park_dec_deg": dec_beam}
         # predicted transit: the source's apparent HA equals the beam's (median sample HA)
-        hs, ds = _src_hadec(ctx, d["t"])
+        hs, ds = source_hadec(ctx, d["t"])
         diff = astro.wrap180(np.median(d["ha"]) - hs)
         transit = float(np.interp(0.0, -diff, d["t"])) if np.all(np.diff(-diff) > 0) else t_transit
         out["transit_t"] = transit
         out["dec_offset_deg"] = float(np.median(d["dec"]) - np.mean(ds))
         out["el_deg"] = float(np.mean(d["el"]))
-        fit = fitting.drift_scan(d["t"], _mean_t(d), transit, float(np.mean(ds)), ctx.rx.gain_k_per_jy, ctx.fwhm)
+        fit = fitting.drift_scan(d["t"], mean_temperature(d), transit, float(np.mean(ds)), ctx.rx.gain_k_per_jy,
+                                 ctx.fwhm)
         out.update(peak_k=fit.peak_k, peak_err_k=fit.peak_err_k, offset_deg=fit.offset_deg,
                    offset_err_deg=fit.offset_err_deg, fwhm_deg=fit.fwhm_deg, flux_jy=fit.flux_jy, rms_k=fit.rms_k)
         return out
 
-    return (yield from _plan("drift_scan", args, ctx, {"lead_deg": lead, "duration_s": 2 * lead / SIDEREAL}, md,
+    return (yield from run_plan("drift_scan", args, ctx, {"lead_deg": lead, "duration_s": 2 * lead / SIDEREAL}, md,
                              body, drive, instrumentation, cleanup, [radiometer]))
 
 
 # ---- cross scan / pointing check --------------------------------------------------------------------------
-def _cross_body(drive: Drive, radiometer: Radiometer, ctx: _Context, source: str, half: float, duration: float,
+def _cross_body(drive: Drive, radiometer: Radiometer, ctx: PlanContext, source: str, half: float, duration: float,
                 mode: str, npoints: int, integration_s: float, poll_s: float) -> Plan:
     """The two orthogonal scans and their fits (shared by cross_scan and pointing_check)."""
     cosd = math.cos(math.radians(ctx.src.dec_deg))
@@ -247,7 +125,7 @@ def _cross_body(drive: Drive, radiometer: Radiometer, ctx: _Context, source: str
     cuts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     stats: dict[str, Any] = {}
     if mode == "fly":
-        clock = _clock(radiometer)
+        clock = fly_clock(radiometer)
         for axis in ("ha", "dec"):
             into: dict[str, list] = {}
 
@@ -259,20 +137,20 @@ def _cross_body(drive: Drive, radiometer: Radiometer, ctx: _Context, source: str
                 else:
                     cmd = yield from offset_scan(drive, rate_dec=2 * half / duration, duration=duration,
                                                  off_ha=0.0, off_dec=-half, wait=False)
-                yield from _fly_while(radiometer, clock, into, status_of=cmd, poll_s=poll_s)
+                yield from fly_while(radiometer, clock, into, status_of=cmd, poll_s=poll_s)
                 yield from bps.complete(radiometer, wait=True)
                 yield from collect_samples(radiometer, into)
 
             yield from bpp.rewindable_wrapper(fly(), False)
-            d = _arrays(into)
-            st = _window_stats(radiometer, d)
+            d = as_arrays(into)
+            st = window_stats(radiometer, d)
             for k in ("n_samples", "lost", "index_gaps", "dead_time_s", "duration_s"):
                 stats[f"{axis}_{k}"] = st[k]
-            hs, ds = _src_hadec(ctx, d["t"])
+            hs, ds = source_hadec(ctx, d["t"])
             dha, ddec = astro.wrap180(d["ha"] - hs), d["dec"] - ds
             other = ddec if axis == "ha" else dha * cosd
             sel = np.abs(other) < 0.02 * ctx.fwhm  # on the cut (the move to the start line is off it)
-            cuts[axis] = ((dha if axis == "ha" else ddec)[sel], _mean_t(d)[sel])
+            cuts[axis] = ((dha if axis == "ha" else ddec)[sel], mean_temperature(d)[sel])
             stats["el_deg"] = float(np.mean(d["el"]))
     elif mode == "step":
         yield from bps.mv(radiometer.integration_time, integration_s)
@@ -319,7 +197,7 @@ def cross_scan(drive: Drive, radiometer: Radiometer, source: str, *, half_width_
     Dec in ``dec_offset_fit_deg``), FWHM (deg) and flux (Jy, corrected for the other axis' offset), their
     mean ``flux_jy``, sample counts, losses and dead time of the fly scans.
     """
-    ctx = _context(site, receiver, instrumentation, source, meta)
+    ctx = plan_context(site, receiver, instrumentation, source, meta)
     half = float(half_width_deg) if half_width_deg is not None else 2.5 * ctx.fwhm
     args = {"drive": drive, "radiometer": radiometer, "source": source, "half_width_deg": half_width_deg,
             "duration_s": duration_s, "mode": mode, "npoints": npoints, "integration_s": integration_s,
@@ -329,7 +207,7 @@ def cross_scan(drive: Drive, radiometer: Radiometer, source: str, *, half_width_
         return (yield from _cross_body(drive, radiometer, ctx, source, half, duration_s, mode, npoints,
                                        integration_s, poll_s))
 
-    return (yield from _plan("cross_scan", args, ctx, {"half_width_deg": half, "duration_s": duration_s,
+    return (yield from run_plan("cross_scan", args, ctx, {"half_width_deg": half, "duration_s": duration_s,
                                                        "mode": mode}, md, body, drive, instrumentation, cleanup,
                              [radiometer]))
 
@@ -353,7 +231,7 @@ def pointing_check(drive: Drive, radiometer: Radiometer, source: str, *, method:
     the HA offset in coordinate degrees (what to add to ``off_ha`` to centre the beam); beam widths for
     the cross method.
     """
-    ctx = _context(site, receiver, instrumentation, source, meta)
+    ctx = plan_context(site, receiver, instrumentation, source, meta)
     args = {"drive": drive, "radiometer": radiometer, "source": source, "method": method,
             "half_width_deg": half_width_deg, "duration_s": duration_s, "integration_s": integration_s,
             "instrumentation": instrumentation, "receiver": receiver, "cleanup": cleanup}
@@ -386,7 +264,7 @@ def pointing_check(drive: Drive, radiometer: Radiometer, source: str, *, method:
         out["ha_offset_coord_deg"] = out["ha_offset_deg"] / cosd
         return out
 
-    return (yield from _plan("pointing_check", args, ctx, {"method": method}, md, body, drive, instrumentation,
+    return (yield from run_plan("pointing_check", args, ctx, {"method": method}, md, body, drive, instrumentation,
                              cleanup, [radiometer]))
 
 
@@ -412,7 +290,7 @@ def stepping(drive: Drive, radiometer: Radiometer, source: str, *, cycles: int =
         raise ValueError(f"switch {switch!r} is not 'dec' or 'ha'")
     if cycles < 1:
         raise ValueError(f"cycles must be >= 1, got {cycles}")
-    ctx = _context(site, receiver, instrumentation, source, meta)
+    ctx = plan_context(site, receiver, instrumentation, source, meta)
     cosd = math.cos(math.radians(ctx.src.dec_deg))
     off = off_beams * ctx.fwhm
     args = {"drive": drive, "radiometer": radiometer, "source": source, "cycles": cycles,
@@ -438,7 +316,7 @@ def stepping(drive: Drive, radiometer: Radiometer, source: str, *, cycles: int =
         return {"ta_k": ta, "ta_err_k": err, "flux_jy": ta / ctx.rx.gain_k_per_jy, "el_deg": float(np.mean(els)),
                 "cycles": cycles, "integration_s": integration_s}
 
-    return (yield from _plan("stepping", args, ctx, {"cycles": cycles, "integration_s": integration_s,
+    return (yield from run_plan("stepping", args, ctx, {"cycles": cycles, "integration_s": integration_s,
                                                      "off_deg": off, "switch": switch}, md, body, drive,
                              instrumentation, cleanup, [radiometer]))
 
@@ -460,7 +338,7 @@ def sky_dip(drive: Drive, radiometer: Radiometer, *,
 
     Returns (and records): ``tau_zenith`` (nepers) and its error, ``t_zero_airmass_k`` (K), ``rms_k``.
     """
-    ctx = _context(site, receiver, instrumentation, None, meta)
+    ctx = plan_context(site, receiver, instrumentation, None, meta)
     els = [float(e) for e in elevations_deg]
     args = {"drive": drive, "radiometer": radiometer, "elevations_deg": els, "az_deg": az_deg,
             "integration_s": integration_s, "t_atm_k": t_atm_k, "instrumentation": instrumentation,
@@ -479,7 +357,7 @@ def sky_dip(drive: Drive, radiometer: Radiometer, *,
         return {"tau_zenith": fit.tau_zenith, "tau_err": fit.tau_err, "t_zero_airmass_k": fit.t_zero_airmass_k,
                 "rms_k": fit.rms_k, "integration_s": integration_s, "n_points": len(els)}
 
-    return (yield from _plan("sky_dip", args, ctx, {"elevations_deg": els, "az_deg": az_deg}, md, body, drive,
+    return (yield from run_plan("sky_dip", args, ctx, {"elevations_deg": els, "az_deg": az_deg}, md, body, drive,
                              instrumentation, cleanup, [radiometer]))
 
 
@@ -499,7 +377,7 @@ def tsys_cal(drive: Drive, radiometer: Radiometer, instrumentation: Instrumentat
     Returns (and records): ``tsys_k`` = T_diode * off / (on - off) (K), ``tsys_err_k``, ``diode_k``
     and ``k_per_count`` (K per radiometer unit: 1 when the radiometer is already calibrated in K).
     """
-    ctx = _context(site, receiver, instrumentation, source, meta)
+    ctx = plan_context(site, receiver, instrumentation, source, meta)
     args = {"drive": drive, "radiometer": radiometer, "instrumentation": instrumentation, "source": source,
             "level": level, "cycles": cycles, "integration_s": integration_s, "receiver": receiver,
             "cleanup": cleanup}
@@ -523,5 +401,5 @@ def tsys_cal(drive: Drive, radiometer: Radiometer, instrumentation: Instrumentat
         return {"tsys_k": cal.tsys_k, "tsys_err_k": cal.tsys_err_k, "diode_k": diode_k,
                 "k_per_count": cal.k_per_count, "el_deg": float(radiometer.el.get())}
 
-    return (yield from _plan("tsys_cal", args, ctx, {"level": level, "cycles": cycles}, md, body, drive,
+    return (yield from run_plan("tsys_cal", args, ctx, {"level": level, "cycles": cycles}, md, body, drive,
                              instrumentation, cleanup, [radiometer]))
