@@ -2,7 +2,8 @@
 
 Commands
 --------
-obsctl run      start the observatory, show its live status until Ctrl-C, then stop it
+obsctl run      start the observatory, run the demo night (pointing check, drift scan, spectrum, pulsar)
+                with its summary table, show live status until Ctrl-C, then stop it
 obsctl up       start every IOC of the site file, wait until every PV answers, print a table
 obsctl status   what runs and its health
 obsctl down     stop every IOC cleanly
@@ -12,6 +13,8 @@ obsctl site     validate a site file
 obsctl shell    IPython with the RunEngine, devices, plans and the run archive
 obsctl azel, dprc2, pj2000, stnow, tstpln, updn
                 coordinate utilities of the NCCS toolbox (see docs/programs/)
+obsctl angle, calt, corrtest, dodecdn, fdvm, hadc, hpib, hyp, mandr, moni, radsp, srdio, temps, thum, tsetp, ze
+                test programs of the NCCS toolbox, against the running observatory (obsctl/cli_programs.py)
 
 This is the top floor of the package: it may import ``iocs`` (inside command functions only).
 """
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 
 from obsctl import launcher
+from obsctl.cli_programs import register as register_programs
 from obsctl.cli_shell import register as register_shell
 from obsctl.cli_utilities import register as register_utilities
 from obsctl.site import SiteError, load_site
@@ -159,12 +163,22 @@ def cmd_site(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Bring the observatory up, show live status until Ctrl-C (or --duration), then stop it."""
+    """Bring the observatory up, run the demo night (unless --no-demo), show live status until Ctrl-C (or
+    --duration), then stop it."""
     from obsctl.dashboard import live_status
 
+    if not args.no_demo:
+        from scheduler.demo import DEMO_EPOCH, DEMO_SPEED
+
+        args.speed = args.speed or DEMO_SPEED
+        args.start = args.start or DEMO_EPOCH
     cmd_up(args)
     state_dir = _state_dir(args)
     try:
+        if not args.no_demo:
+            from scheduler.demo import demo_night
+
+            demo_night(state_dir, archive_dir=args.archive_dir)
         live_status(launcher.ObservatoryState.load(state_dir), state_dir, duration=args.duration)
     except KeyboardInterrupt:
         pass
@@ -196,7 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every PV")
         p.set_defaults(fn=fn)
         if name == "run":
-            p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+            p.add_argument("--duration", type=float, default=None,
+                           help="stop this many seconds after the demo (default: at Ctrl-C)")
+            p.add_argument("--no-demo", action="store_true",
+                           help="only bring the observatory up and watch it (no demo night)")
+            p.add_argument("--archive-dir", default=None, help="run archive directory (default: the site's)")
     p = sub.add_parser("status", help="what runs and its health")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_status)
@@ -212,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_site)
     register_utilities(sub)
     register_shell(sub)
+    register_programs(sub)
     return ap
 
 

@@ -392,9 +392,9 @@ def tsys_cal(drive: Drive, radiometer: Radiometer, instrumentation: Instrumentat
             if source:  # (again after a suspension, which stops the drive)
                 yield from go_on_source(drive, source, 0.0, 0.0)
             yield from set_diode(instrumentation, phase)
-            if phase != "OFF":
-                diode_k = float(instrumentation.nd_k.get())
             yield from bps.trigger_and_read([radiometer, instrumentation])
+            if phase != "OFF":  # read from the IOC now: the monitor may lag the register change
+                diode_k = float(instrumentation.nd_k.fresh()[0])
             (on if phase != "OFF" else off).append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
         yield from diodes_off(instrumentation)
         cal = fitting.tsys_from_diode(np.array(off), np.array(on), diode_k)

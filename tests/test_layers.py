@@ -20,7 +20,7 @@ FORBIDDEN = {
     "scheduler": {"iocs", "opi"},
     "opi": {"iocs"},
 }
-TOP_FLOOR = {"obsctl/cli.py", "obsctl/cli_shell.py"}
+TOP_FLOOR = {"obsctl/cli.py", "obsctl/cli_shell.py", "obsctl/cli_programs.py"}
 
 
 def _imports(tree: ast.AST, top_level_only: bool) -> list[tuple[int, str]]:

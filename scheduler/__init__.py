@@ -1,0 +1,1 @@
+"""Observing sequences run on the RunEngine: the demo night (``scheduler.demo``)."""
