@@ -1,9 +1,10 @@
 """``obsctl shell``: an IPython session connected to the running observatory.
 
 The namespace holds ``RE`` (a bluesky RunEngine writing every run to the archive, with a live table/plot
-callback and progress bars for long moves), every device of the site by name (``drive``, ``radiometer``, ...),
-the public plans (``import plans``), ``bps``/``bp`` (bluesky plan stubs and plans), ``archive`` and its
-``catalog``, and ``site``.
+callback and progress bars for long moves; ``RE(plan).plan_result`` is what the plan achieved; a quick-look
+worker analyses each finished run: ``wait_quicklook(catalog, uid)``), every device of the site by name
+(``drive``, ``radiometer``, ...), the public plans (``import plans``), ``bps``/``bp`` (bluesky plan stubs and
+plans), ``archive`` and its ``catalog``, and ``site``.
 
 Part of the command-line top floor: it imports devices, plans and the archive inside its functions.
 """
@@ -39,13 +40,18 @@ def session_namespace(state_dir: Path, *, archive_dir: str | None = None, live: 
         i.model_dump() for i in full.instruments if i.dev in running])  # devices of the running IOCs only
     devices = all_devices(site)
     archive = open_archive(site, data_dir=archive_dir)
-    RE = RunEngine({"observatory": site.name})  # noqa: N806  (bluesky convention)
+    RE = RunEngine({"observatory": site.name}, call_returns_result=True)  # noqa: N806  (bluesky convention)
     archive.subscribe(RE)
+    from archiver import quicklook
+
+    worker = quicklook.attach_quicklook(RE, archive, site=site)
     ns: dict[str, Any] = {"RE": RE, "bps": bps, "bp": bp, "plans": plans, "archive": archive,
-                          "catalog": archive.client, "site": site, "devices": devices, **devices}
+                          "catalog": archive.client, "site": site, "devices": devices, "quicklook_worker": worker,
+                          **devices}
     ns.update({name: getattr(plans, name) for name in getattr(plans, "__all__", [])})
     ns.update({name: getattr(queries, name) for name in ("find_runs", "last_runs", "run_summary", "run_table",
                                                           "summary_table")})
+    ns.update({name: getattr(quicklook, name) for name in ("analyse_run", "quicklook_for", "wait_quicklook")})
     if live:
         from bluesky.callbacks.best_effort import BestEffortCallback
         from bluesky.utils import ProgressBarManager
@@ -62,6 +68,7 @@ BANNER = """obsctl shell — {site} (prefix {prefix})
   devices               {devices}
   plans                 {plans}
   catalog               the run archive: find_runs(catalog, source=...), last_runs(catalog, 5)
+  quick-look            wait_quicklook(catalog, uid), quicklook_for(catalog, uid), analyse_run(run)
 """
 
 
@@ -78,6 +85,7 @@ def cmd_shell(args: argparse.Namespace) -> int:
     try:
         IPython.start_ipython(argv=[], user_ns=ns, display_banner=False)
     finally:
+        ns["quicklook_worker"].close()
         ns["archive"].close()
     return 0
 

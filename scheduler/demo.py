@@ -164,7 +164,7 @@ def demo_night(state_dir: Any, *, archive_dir: str | None = None, console: Any =
     ns = session_namespace(state_dir, archive_dir=archive_dir, live=False)
     RE, archive, site = ns["RE"], ns["archive"], ns["site"]  # noqa: N806
     clock = ObservatoryClock.from_env()
-    worker = quicklook.attach_quicklook(RE, archive)
+    worker = ns["quicklook_worker"]
     try:
         def progress(step: Step) -> None:
             if step.status == "running":

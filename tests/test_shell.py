@@ -16,12 +16,15 @@ def test_session_runs_a_plan_into_the_archive(observatory, tmp_path):
     ns = session_namespace(obs.state_dir, archive_dir=str(tmp_path / "archive"), live=False)
     try:
         assert {"RE", "plans", "catalog", "weather", "station_time"} <= set(ns)
-        (uid,) = ns["RE"](bp.count([ns["weather"]], 3), source="none", project="shell-test")
+        (uid,) = ns["RE"](bp.count([ns["weather"]], 3), source="none", project="shell-test").run_start_uids
         runs = find_runs(ns["catalog"], project="shell-test")
         assert [r.start["uid"] for r in runs] == [uid]
         data = runs[0]["primary"].read()
         assert data.sizes["time"] == 3
+        ql = ns["wait_quicklook"](ns["catalog"], uid, timeout=60)  # a count has no analysis: skipped, recorded
+        assert ql.metadata["start"]["quicklook_of"] == uid
     finally:
+        ns["quicklook_worker"].close()
         ns["archive"].close()
 
 
