@@ -69,9 +69,7 @@ class Observatory:
 _counter = itertools.count()
 
 
-@pytest.fixture
-def observatory(ca_ports, tmp_path) -> Iterator[Callable[..., Observatory]]:
-    """Factory: ``observatory(["DRV", "WX"], speed=60, epoch="2026-11-21T20:00:00")`` starts IOCs."""
+def _observatory_factory(ca_ports: dict[str, int], tmp_path: Path) -> Iterator[Callable[..., Observatory]]:
     started: list[Path] = []
 
     def start(only: list[str] | None = None, *, speed: float = 1.0, epoch: str = "now",
@@ -88,6 +86,18 @@ def observatory(ca_ports, tmp_path) -> Iterator[Callable[..., Observatory]]:
     yield start
     for d in started:
         launcher.stop(d)
+
+
+@pytest.fixture
+def observatory(ca_ports, tmp_path) -> Iterator[Callable[..., Observatory]]:
+    """Factory: ``observatory(["DRV", "WX"], speed=60, epoch="2026-11-21T20:00:00")`` starts IOCs."""
+    yield from _observatory_factory(ca_ports, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_observatory(ca_ports, tmp_path_factory) -> Iterator[Callable[..., Observatory]]:
+    """As :func:`observatory`, but the IOCs live until the test module ends (share one for many checks)."""
+    yield from _observatory_factory(ca_ports, tmp_path_factory.mktemp("obs"))
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, poll: float = 0.05, what: str = "condition") -> None:
