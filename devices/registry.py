@@ -16,6 +16,7 @@ instrument listed in the site file (connected unless ``connect=False``) and retu
  syn1, syn2     synthesizer     :class:`devices.synthesizer.Synthesizer`
  weather        weather         :class:`devices.weather.Weather`
  housekeeping   housekeeping    :class:`devices.housekeeping.Housekeeping`
+ subreflector   subreflector    :class:`devices.subreflector.Subreflector`
 =============  ==============  ===============================================
 
 A kind present once is named after the kind; a kind present several times (the synthesizers) by the
@@ -38,6 +39,7 @@ from devices.instrumentation import Instrumentation
 from devices.pulsar_timer import PulsarTimer
 from devices.radiometer import Radiometer
 from devices.station_time import StationTime
+from devices.subreflector import Subreflector
 from devices.synthesizer import Synthesizer
 from devices.weather import Weather
 from obsctl.clock import ENV_VAR, ObservatoryClock
@@ -54,11 +56,13 @@ DEVICE_CLASSES: dict[str, type[Device]] = {
     "synthesizer": Synthesizer,
     "weather": Weather,
     "housekeeping": Housekeeping,
+    "subreflector": Subreflector,
 }
 #: instrument kind -> device name when the site has one instrument of that kind
 KIND_NAMES = {"time": "station_time", "drive": "drive", "radiometer": "radiometer",
               "instrumentation": "instrumentation", "correlator": "correlator", "pulsar_timer": "pulsar_timer",
-              "synthesizer": "synthesizer", "weather": "weather", "housekeeping": "housekeeping"}
+              "synthesizer": "synthesizer", "weather": "weather", "housekeeping": "housekeeping",
+              "subreflector": "subreflector"}
 CONNECT_TIMEOUT = 10.0  # s
 
 
@@ -116,6 +120,7 @@ syn1 = _one("synthesizer", "SYN1")
 syn2 = _one("synthesizer", "SYN2")
 weather = _one("weather")
 housekeeping = _one("housekeeping")
+subreflector = _one("subreflector")
 
 
 def all_devices(site: Site | None = None, prefix: str | None = None, connect: bool = True,

@@ -37,6 +37,7 @@ IOC_MODULES: dict[str, str] = {
     "synthesizer": "iocs.synthesizer",
     "weather": "iocs.weather",
     "housekeeping": "iocs.housekeeping",
+    "subreflector": "iocs.subreflector",
 }
 
 

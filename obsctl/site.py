@@ -32,6 +32,7 @@ INSTRUMENT_KINDS: dict[str, str] = {
     "synthesizer": "SYN",
     "weather": "WX",
     "housekeeping": "TMS",
+    "subreflector": "SUB",
 }
 
 

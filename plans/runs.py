@@ -51,7 +51,10 @@ def plan_context(site: Site | None, receiver: str | None, instrumentation: Any, 
     rx = next((r for r in s.receivers if r.name == name), None)
     if rx is None:
         raise ValueError(f"receiver {name!r} is not one of {', '.join(r.name for r in s.receivers)}")
-    src = load_catalog(s.catalog_path).get(source) if source else None
+    try:
+        src = load_catalog(s.catalog_path).get(source) if source else None
+    except KeyError as err:  # an unknown source is bad input like any other
+        raise ValueError(str(err.args[0]) if err.args else f"unknown source {source!r}") from None
     m = (meta or ObsMeta()).filled(source=source or "", ra_deg=src.ra_deg if src else None,
                                     dec_deg=src.dec_deg if src else None, receiver=rx.name, freq_mhz=rx.freq_mhz)
     return PlanContext(s, rx, s.beam_fwhm_deg(rx.freq_mhz), src, astro.site_location(s), m)

@@ -97,7 +97,7 @@ def test_registry_builds_every_device_and_each_reads(observatory):
     site = obs.site
     devs = registry.all_devices(site, clock=_clock(obs), timeout=15)
     assert set(devs) == {"station_time", "drive", "radiometer", "instrumentation", "correlator", "pulsar_timer",
-                         "syn1", "syn2", "weather", "housekeeping"}
+                         "syn1", "syn2", "weather", "housekeeping", "subreflector"}
     assert [registry.device_name(site, i) for i in site.instruments] == list(devs)
     for name, dev in devs.items():
         inst = next(i for i in site.instruments if registry.device_name(site, i) == name)

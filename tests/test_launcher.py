@@ -27,7 +27,7 @@ def test_plan_groups_and_ports():
     specs = launcher.plan_processes(site, base_port=5064, repeater_port=5065)
     names = [s.name for s in specs]
     assert names == ["TIME", "aux", "DRV", "RAD", "COR", "PSR"]
-    assert next(s for s in specs if s.name == "aux").devs == ["WX", "NDI", "SYN1", "SYN2", "TMS"]
+    assert next(s for s in specs if s.name == "aux").devs == ["WX", "NDI", "SYN1", "SYN2", "TMS", "SUB"]
     ports = [s.port for s in specs]
     assert 5065 not in ports and len(set(ports)) == len(ports)
     with pytest.raises(launcher.LauncherError, match="unknown instruments"):

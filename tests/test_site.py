@@ -35,7 +35,7 @@ def test_reference_site_values():
     assert site.dish_diameter_m == 26.0
     assert [r.name for r in site.receivers] == ["18cm", "13cm", "6cm", "3.5cm", "1.3cm"]
     assert {i.dev for i in site.instruments} == {"TIME", "WX", "DRV", "RAD", "NDI", "COR", "PSR", "SYN1",
-                                                  "SYN2", "TMS"}
+                                                  "SYN2", "TMS", "SUB"}
     # 1.2 lambda / D at 1666 MHz on a 26 m dish: 0.476 deg
     assert site.beam_fwhm_deg(1666.0) == pytest.approx(0.4759, abs=1e-3)
 
