@@ -1,0 +1,349 @@
+"""MANDR: drive the dish by hand — axis rates, a slew to a position, or a stop.
+
+``--rate-ha R --rate-dec R``
+    Move the axes at these rates (deg/s of observatory time) until Ctrl-C, ``--count`` refreshes or
+    ``--duration`` real seconds, then stop.  The drive has no raw rate mode: MANDR commands a SCAN about the
+    sky point under the beam with its offset rates chosen so that the *axes* move at the requested rates
+    (the HA offset rate is the requested rate minus the sidereal rate; ``--sky`` gives rates relative to
+    the sky instead, i.e. on top of sidereal tracking).  The scan starts from zero offsets.  The drive's
+    safety still applies: a rate that runs into a limit or towards the sun stops the drive and MANDR
+    shows the IOC's reason (exit 1).
+``--to-hadec HA DEC`` / ``--to-azel AZ EL``
+    Slew to a fixed apparent position and park there (the drive holds the encoder position).
+``--stop``
+    Stop the drive (both axes brake to rest).
+
+Refused commands print the IOC's reason (sun avoidance, limits, wind stow) with exit code 1.  Ctrl-C
+stops the drive.  :func:`follow_move` and :func:`stop_drive` are shared with ZE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from opi.programs import common
+from opi.programs.hadc import packet
+
+NAME = "mandr"
+SIDEREAL_DEG_S = 360.0 * 1.002737909350795 / 86400.0  # apparent HA rate of a fixed sky point (deg/s)
+MANUAL_FRACTION = 0.8  # the drive accepts scan rates up to this fraction of the axis maximum
+#: drive components a manual command uses (the others are released: less load on the drive IOC)
+COMMAND_SIGNALS = ["mode", "slew_frame", "slew_x", "slew_y", "track_name", "track_ra", "track_dec", "off_ha",
+                   "off_dec", "rate_ha", "rate_dec", "scan_dur", "state", "target", "message", "limit",
+                   "watchdog_sts", "pos_pkt", "ha_err", "dec_err", "dec", "el", "sun_obs"]
+CMD_LEAD_S = 0.3  # real s between reading the position and the command taking effect (rate mode)
+
+
+@dataclass(frozen=True)
+class MoveView:
+    """The drive during a manual move, from one position packet (angles deg, rates deg/s, t POSIX s)."""
+
+    t: float
+    state: str
+    ha_obs_deg: float
+    dec_obs_deg: float
+    ha_enc_deg: float
+    dec_enc_deg: float
+    ha_vel_deg_s: float
+    dec_vel_deg_s: float
+    el_deg: float
+    error_deg: float
+    settled: bool
+    elapsed_s: float
+    what: str
+    done: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The view as a record."""
+        return {"utc": common.fmt_utc(self.t, 3), **asdict(self)}
+
+
+def read_view(drive: Any, what: str, t0: float, done: bool = False) -> MoveView:
+    """Snapshot of ``drive`` (newest packet and monitors) for the move ``what`` started at monotonic ``t0``."""
+    from devices.drive import (  # noqa: PLC0415
+        PKT_DEC_ENC,
+        PKT_DEC_OBS,
+        PKT_DEC_RATE,
+        PKT_HA_ENC,
+        PKT_HA_OBS,
+        PKT_HA_RATE,
+        PKT_ON_SOURCE,
+        PKT_T,
+    )
+
+    pkt = packet(drive, fresh=False)
+    el = drive.el.get()
+    return MoveView(t=float(pkt[PKT_T]), state=drive.packet_state(pkt), ha_obs_deg=float(pkt[PKT_HA_OBS]),
+                    dec_obs_deg=float(pkt[PKT_DEC_OBS]), ha_enc_deg=float(pkt[PKT_HA_ENC]),
+                    dec_enc_deg=float(pkt[PKT_DEC_ENC]), ha_vel_deg_s=float(pkt[PKT_HA_RATE]),
+                    dec_vel_deg_s=float(pkt[PKT_DEC_RATE]), el_deg=float(el) if el is not None else math.nan,
+                    error_deg=float(drive.pointing_error()), settled=bool(pkt[PKT_ON_SOURCE] > 0.5),
+                    elapsed_s=time.monotonic() - t0, what=what, done=done)
+
+
+def line(v: MoveView) -> str:
+    """One text line of a view."""
+    return (f"{common.fmt_utc(v.t)}  {v.state:<9} HA {v.ha_obs_deg:+9.4f} Dec {v.dec_obs_deg:+8.4f} El "
+            f"{v.el_deg:6.2f} deg  rates HA {v.ha_vel_deg_s:+.5f} Dec {v.dec_vel_deg_s:+.5f} deg/s  error "
+            f"{v.error_deg:.4f} deg  {v.elapsed_s:5.1f} s  {v.what}")
+
+
+def render(v: MoveView) -> Any:
+    """The live table of a move."""
+    f = common
+    return f.kv_table(f"{v.what}  ({v.elapsed_s:.1f} s)", [
+        ("drive", v.state + (", settled" if v.settled else "")),
+        ("HA observed", f"{f.fmt_ha(v.ha_obs_deg)}  {v.ha_obs_deg:+9.4f} deg"),
+        ("Dec observed", f"{f.fmt_dms(v.dec_obs_deg)}  {v.dec_obs_deg:+9.4f} deg"),
+        ("elevation", f"{v.el_deg:.3f} deg"),
+        ("HA rate", f"{v.ha_vel_deg_s:+.5f} deg/s"),
+        ("Dec rate", f"{v.dec_vel_deg_s:+.5f} deg/s"),
+        ("error left", f"{v.error_deg:.4f} deg"),
+        ("UTC", f.fmt_utc(v.t))], caption="Ctrl-C stops the drive")
+
+
+# ---- shared with ZE ----------------------------------------------------------------------------
+def stop_drive(drive: Any, timeout: float = 10.0) -> str:
+    """Command STOP now and wait (at most ``timeout`` real s) until both axes are at rest; return the state."""
+    from devices.drive import HALTED, PKT_DEC_RATE, PKT_HA_RATE  # noqa: PLC0415
+
+    done = threading.Event()
+    drive.mode.put("STOP", use_complete=True, callback=lambda *a, **k: done.set())
+    done.wait(min(timeout, 5.0))
+    deadline = time.monotonic() + timeout
+    state = "?"
+    while time.monotonic() < deadline:
+        pkt = packet(drive)
+        state = drive.packet_state(pkt)
+        if state in HALTED and max(abs(pkt[PKT_HA_RATE]), abs(pkt[PKT_DEC_RATE])) < 1e-6:
+            break
+        time.sleep(0.05)
+    return state
+
+
+def raise_failure(status: Any, what: str) -> None:
+    """Raise ProgramError with the reason if a finished drive Status failed."""
+    from ophyd.utils import StatusTimeoutError  # noqa: PLC0415
+
+    exc = status.exception()
+    if exc is None:
+        return
+    if isinstance(exc, StatusTimeoutError):
+        raise common.ProgramError(f"{what}: not done within the timeout; drive left as it is")
+    raise common.ProgramError(str(exc))
+
+
+def follow_move(args: argparse.Namespace, drive: Any, status: Any, what: str) -> MoveView:
+    """Show the drive until ``status`` finishes (refreshed every ``args.interval`` s); return the last view.
+
+    Ctrl-C stops the drive (then KeyboardInterrupt goes on).  A failed Status raises ProgramError with the
+    IOC's reason.
+    """
+    t0 = time.monotonic()
+    last: list[MoveView] = []
+
+    def read() -> MoveView:
+        done = status.done
+        v = read_view(drive, what, t0, done)
+        last.append(v)
+        del last[:-1]
+        return v
+
+    try:
+        common.refresh_loop(args, read, render=render, line=line, record=MoveView.as_dict, count=None,
+                            until=lambda v: v.done)
+    except KeyboardInterrupt:
+        common.note(args, f"Ctrl-C: drive stopped ({stop_drive(drive)})")
+        raise
+    raise_failure(status, what)
+    return last[-1]
+
+
+# ---- the three modes -------------------------------------------------------------------------
+def icrs_of_apparent(ha_deg: float, dec_deg: float, t: float, site: Any) -> tuple[float, float]:
+    """ICRS (RA, Dec) (deg) of the topocentric apparent place (HA, Dec) (deg) at POSIX time ``t``."""
+    from astropy import units as u  # noqa: PLC0415
+    from astropy.coordinates import ICRS, HADec, SkyCoord  # noqa: PLC0415
+
+    from obsctl import astro  # noqa: PLC0415  (offline astropy settings)
+
+    loc = astro.site_location(site)
+    frame = HADec(obstime=astro.to_time(t), location=loc.earth, pressure=0 * u.hPa)
+    c = SkyCoord(ha=ha_deg * u.deg, dec=dec_deg * u.deg, frame=frame).transform_to(ICRS())
+    return float(c.ra.deg) % 360.0, float(c.dec.deg)
+
+
+def rate_limits(site: Any, sky: bool) -> dict[str, tuple[float, float]]:
+    """Allowed requested rates per axis (deg/s): the drive's scan-rate limit, sidereal rate included for HA."""
+    m = site.mount
+    lim_h, lim_d = MANUAL_FRACTION * m.ha.max_rate_deg_s, MANUAL_FRACTION * m.dec.max_rate_deg_s
+    shift = 0.0 if sky else SIDEREAL_DEG_S
+    return {"ha": (-lim_h + shift, lim_h + shift), "dec": (-lim_d, lim_d)}
+
+
+def check_rates(args: argparse.Namespace, site: Any) -> tuple[float, float]:
+    """The requested (HA, Dec) rates (deg/s); UsageError if beyond what the drive accepts."""
+    r_ha = args.rate_ha if args.rate_ha is not None else 0.0
+    r_dec = args.rate_dec if args.rate_dec is not None else 0.0
+    for axis, r in (("ha", r_ha), ("dec", r_dec)):
+        lo, hi = rate_limits(site, args.sky)[axis]
+        if not lo <= r <= hi:
+            raise common.UsageError(f"--rate-{axis} {r:g}: outside {lo:.4f}..{hi:.4f} deg/s (the drive moves an "
+                                    f"axis by hand at most {MANUAL_FRACTION:.0%} of its maximum rate)")
+    return r_ha, r_dec
+
+
+class Superseded(common.ProgramError):
+    """Another client re-commanded the drive during a manual move (MANDR then leaves the drive alone)."""
+
+
+def run_rates(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> int:
+    """Move the axes at the requested rates until the end condition, then stop."""
+    from devices.common import DeviceFault  # noqa: PLC0415
+    from devices.drive import HALTED, PKT_DEC_OBS, PKT_HA_OBS  # noqa: PLC0415
+
+    r_ha, r_dec = check_rates(args, obs.site)
+    rate_ha_sp = r_ha if args.sky else r_ha - SIDEREAL_DEG_S
+    what = f"manual rates HA {r_ha:+g} Dec {r_dec:+g} deg/s" + (" on the sky" if args.sky else "")
+    icrs_of_apparent(0.0, 0.0, obs.now(), obs.site)  # astropy imported and warm before timing matters
+    pkt = packet(drive)
+    t_pos = obs.now()
+    ra, dec = icrs_of_apparent(float(pkt[PKT_HA_OBS]), float(pkt[PKT_DEC_OBS]), t_pos, obs.site)
+    # the point under the beam when the command lands: the sky turns on meanwhile
+    ra = (ra + SIDEREAL_DEG_S * (obs.now() + CMD_LEAD_S * obs.clock.speed - t_pos)) % 360.0
+    status = drive.scan((ra, dec), rate_ha=rate_ha_sp, rate_dec=r_dec, duration=0.0, off_ha=0.0, off_dec=0.0,
+                        timeout=args.timeout)
+    follow_move(args, drive, status, what + ": starting")
+    t0 = time.monotonic()
+    deadline = t0 + args.duration if args.duration is not None else math.inf
+
+    def read() -> MoveView:
+        v = read_view(drive, what, t0)
+        if status.done and status.exception() is not None:
+            raise_failure(status, what)
+        if status.done and v.state in HALTED:
+            raise DeviceFault(drive.stop_reason(v.state))
+        if status.done and v.state != "SCANNING":
+            raise Superseded(f"the drive was re-commanded ({v.state}, target {drive.target.get()}); "
+                             "MANDR leaves it as it is")
+        return v
+
+    try:
+        common.refresh_loop(args, read, render=render, line=line, record=MoveView.as_dict,
+                            until=lambda v: time.monotonic() >= deadline)
+    except KeyboardInterrupt:
+        common.note(args, f"Ctrl-C: drive stopped ({stop_drive(drive)})")
+        raise
+    except Superseded:
+        raise
+    except (common.ProgramError, DeviceFault):
+        stop_drive(drive)
+        raise
+    common.note(args, f"drive stopped ({stop_drive(drive)})")
+    return 0
+
+
+def slew_target(args: argparse.Namespace) -> tuple[float, float, str]:
+    """(x, y, frame) of --to-hadec / --to-azel in degrees; UsageError naming a bad angle."""
+    from obsctl.coordinates import parse_angle  # noqa: PLC0415
+
+    try:
+        if args.to_hadec:
+            return parse_angle(args.to_hadec[0], "ha"), parse_angle(args.to_hadec[1], "dec"), "HADEC"
+        return parse_angle(args.to_azel[0], "az"), parse_angle(args.to_azel[1], "el"), "AZEL"
+    except ValueError as err:
+        raise common.UsageError(str(err)) from None
+
+
+def run_slew(args: argparse.Namespace, drive: Any) -> int:
+    """Slew to --to-hadec or --to-azel and park there."""
+    x, y, frame = slew_target(args)
+    what = f"slew to {'HA' if frame == 'HADEC' else 'Az'} {x:+.4f} {'Dec' if frame == 'HADEC' else 'El'} {y:+.4f} deg"
+    status = drive.slew(x, y, frame, timeout=args.timeout)
+    v = follow_move(args, drive, status, what)
+    common.note(args, f"parked: HA {v.ha_obs_deg:+.4f} Dec {v.dec_obs_deg:+.4f} El {v.el_deg:.3f} deg")
+    return 0
+
+
+def run_stop(args: argparse.Namespace, drive: Any) -> int:
+    """Stop the drive and show it until at rest."""
+    status = drive.halt(timeout=args.timeout)
+    follow_move(args, drive, status, "stop")
+    return 0
+
+
+def build_parser() -> common.ProgramParser:
+    """``obsctl mandr`` arguments."""
+    p = common.make_parser(
+        NAME,
+        "MANDR: manual drive.  Move the axes at given rates (deg/s of observatory time) until Ctrl-C,\n"
+        "--count refreshes or --duration seconds, then stop; or slew to an apparent HA/Dec or Az/El and\n"
+        "park; or stop.  Refused commands show the drive's reason (sun, limits, wind).  Ctrl-C stops the\n"
+        "drive.  Angles: degrees, or sexagesimal (HA in h:m:s, the others d:m:s).",
+        ["obsctl mandr --rate-ha 0.1 --rate-dec 0", "obsctl mandr --rate-dec -0.05 --duration 30",
+         "obsctl mandr --to-hadec -1:30:00 -45", "obsctl mandr --to-azel 180 30", "obsctl mandr --stop"],
+        interval=0.5)
+    common.allow_negative_values(p)
+    p.add_argument("--rate-ha", type=common.finite_float, default=None, metavar="DEG_S",
+                   help="HA axis rate (deg/s; default 0 when --rate-dec is given)")
+    p.add_argument("--rate-dec", type=common.finite_float, default=None, metavar="DEG_S",
+                   help="Dec axis rate (deg/s; default 0 when --rate-ha is given)")
+    p.add_argument("--to-hadec", nargs=2, metavar=("HA", "DEC"), help="slew to apparent HA, Dec and park")
+    p.add_argument("--to-azel", nargs=2, metavar=("AZ", "EL"), help="slew to apparent Az, El and park")
+    p.add_argument("--stop", action="store_true", help="stop the drive")
+    p.add_argument("--sky", action="store_true", help="rates relative to the sky (added to sidereal tracking)")
+    p.add_argument("--duration", type=common.finite_float, default=None, metavar="S",
+                   help="rate mode: stop after this many real seconds")
+    p.add_argument("--timeout", type=common.finite_float, default=900.0, metavar="S",
+                   help="real seconds a slew or stop may take (default 900)")
+    return p
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse (tests and scripts); UsageError on bad arguments."""
+    args = build_parser().parse_args(argv)
+    _check(args)
+    return args
+
+
+def _check(args: argparse.Namespace) -> None:
+    rates = args.rate_ha is not None or args.rate_dec is not None
+    modes = [name for name, given in (("--rate-ha/--rate-dec", rates), ("--to-hadec", bool(args.to_hadec)),
+                                      ("--to-azel", bool(args.to_azel)), ("--stop", args.stop)) if given]
+    if len(modes) != 1:
+        raise common.UsageError("give one of --rate-ha/--rate-dec, --to-hadec, --to-azel or --stop" +
+                                (f", not {' and '.join(modes)}" if modes else ""))
+    if args.sky and not rates:
+        raise common.UsageError("--sky goes with --rate-ha/--rate-dec only")
+    if args.duration is not None and not rates:
+        raise common.UsageError("--duration goes with --rate-ha/--rate-dec only")
+    if args.duration is not None and args.duration <= 0:
+        raise common.UsageError(f"--duration {args.duration:g}: must be positive")
+    if args.timeout <= 0:
+        raise common.UsageError(f"--timeout {args.timeout:g}: must be positive")
+    if args.to_hadec or args.to_azel:
+        slew_target(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out the manual command."""
+    _check(args)
+    obs = common.connect(args, needs=["DRV"])
+    if not (args.stop or args.to_hadec or args.to_azel):
+        check_rates(args, obs.site)  # before touching the drive
+    drive = obs.device("drive", heartbeat=True, signals=COMMAND_SIGNALS)
+    if args.stop:
+        return run_stop(args, drive)
+    if args.to_hadec or args.to_azel:
+        return run_slew(args, drive)
+    return run_rates(args, obs, drive)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``obsctl mandr``."""
+    return common.run_main(NAME, build_parser(), argv, run)
