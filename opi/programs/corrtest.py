@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from opi.programs import common
-from opi.programs.calt import run_steps, verdict
+from opi.programs.steps import run_steps, verdict
 
 NAME = "corrtest"
 QUAD_KEYS = ("1x2048", "2x1024", "4x512")

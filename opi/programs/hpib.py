@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opi.programs import common
-from opi.programs.calt import run_steps
+from opi.programs.steps import run_steps
 
 NAME = "hpib"
 INSTRUMENTS = ("SYN1", "SYN2")

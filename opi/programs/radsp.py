@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from opi.programs import common
-from opi.programs.calt import run_steps, verdict
+from opi.programs.steps import run_steps, verdict
 
 NAME = "radsp"
 WHITE_BAND = (0.2, 0.9)   # fraction of Nyquist used for the white level

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opi.programs import common
-from opi.programs.calt import run_steps, verdict
+from opi.programs.steps import run_steps, verdict
 
 NAME = "srdio"
 #: enum selects: (register name, Instrumentation component)
