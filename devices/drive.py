@@ -9,6 +9,8 @@ coordinate degrees) usable in bluesky scans.  ``slew``, ``drift``, ``scan``, ``s
 ``halt`` return Statuses the same way; ``stop()`` commands STOP at once.  The RunEngine calls
 ``stop(success=True)`` on every device it moved whenever a plan ends, pauses or aborts: that stops the
 drive only while one of this client's moves is under way, so a drive settled on its source keeps tracking.
+The sun itself is tracked or scanned only when the command asks for solar observing
+(``track("sun", sun_obs=True)``, ``scan(..., sun_obs=True)``); the drive's sun avoidance refuses it otherwise.
 
 While the object lives, a daemon thread writes ``HEARTBEAT_SP`` every second of real time, so the drive's
 watchdog stops the telescope when this client dies.
@@ -300,6 +302,7 @@ class Drive(ObsDevice):
     heartbeat = Cpt(EpicsSignal, "HEARTBEAT_SP", kind=Kind.omitted)
     sim_perr_ha = Cpt(Setpoint, "SIM_PERR_HA_SP", kind=Kind.omitted)
     sim_perr_dec = Cpt(Setpoint, "SIM_PERR_DEC_SP", kind=Kind.omitted)
+    sun_obs = Cpt(Setpoint, "SUN_OBS_SP", string=True, kind=Kind.config)
     # status
     state = Cpt(Readback, "STATE_STS", string=True, kind=Kind.normal)
     on_source = Cpt(Readback, "ON_SOURCE_STS", string=True, kind=Kind.hinted)
@@ -461,15 +464,26 @@ class Drive(ObsDevice):
                      off_dec: float | None) -> list[tuple[Setpoint, Any]]:
         return [(sig, float(v)) for sig, v in zip(off, (off_ha, off_dec), strict=True) if v is not None]
 
+    def _sun_puts(self, sun_obs: bool) -> list[tuple[Setpoint, Any]]:
+        """SUN_OBS_SP for a TRACK/SCAN: YES only when this command asks for it, else NO (written if not NO)."""
+        if sun_obs:
+            return [(self.sun_obs, "YES")]
+        return [] if self.sun_obs.get() == "NO" else [(self.sun_obs, "NO")]
+
     def set(self, target: Any, *, timeout: float | None = None) -> DriveStatus:
         """Track ``target`` (name, (ra_deg, dec_deg) ICRS or SkyCoord); done when on source and settled."""
         return self.track(target, timeout=timeout)
 
     def track(self, target: Any, *, off_ha: float | None = None, off_dec: float | None = None,
-              timeout: float | None = None) -> DriveStatus:
-        """Track ``target`` with optional new offsets (deg); the Status finishes when settled on it."""
+              sun_obs: bool = False, timeout: float | None = None) -> DriveStatus:
+        """Track ``target`` with optional new offsets (deg); the Status finishes when settled on it.
+
+        ``sun_obs`` asks for solar observing: the drive then accepts the sun itself (``target="sun"``, with
+        offsets) despite its sun avoidance, which still guards every other target; without it the sun is refused.
+        """
         puts, label = self._target_puts(target)
         puts += self._offset_puts((self.off_ha.setpoint, self.off_dec.setpoint), off_ha, off_dec)
+        puts += self._sun_puts(sun_obs)
         return self._command(f"track {label}", puts, "TRACK", timeout)
 
     def slew(self, x_deg: float, y_deg: float, frame: str = "HADEC", *,
@@ -490,17 +504,18 @@ class Drive(ObsDevice):
         return self._command(f"drift {label} lead {lead_deg:g}", puts, "DRIFT", timeout)
 
     def scan(self, target: Any = None, *, rate_ha: float = 0.0, rate_dec: float = 0.0, duration: float,
-             off_ha: float | None = None, off_dec: float | None = None,
+             off_ha: float | None = None, off_dec: float | None = None, sun_obs: bool = False,
              timeout: float | None = None) -> DriveStatus:
         """Scan the offsets at ``rate_*`` (deg/s of observatory time) for ``duration`` s from the start offsets.
 
         ``target`` None keeps the current source.  The Status finishes when the scan duration has
         elapsed (the drive returns to TRACKING); with ``duration`` 0 the scan runs until the next command
-        and the Status finishes as soon as the drive scans on the line.
+        and the Status finishes as soon as the drive scans on the line.  ``sun_obs`` as for :meth:`track`.
         """
         puts, label = self._target_puts(target) if target is not None else ([], self.target.get())
         puts += self._offset_puts((self.off_ha.setpoint, self.off_dec.setpoint), off_ha, off_dec)
         puts += [(self.rate_ha, float(rate_ha)), (self.rate_dec, float(rate_dec)), (self.scan_dur, float(duration))]
+        puts += self._sun_puts(sun_obs)
         final = "TRACKING" if duration > 0 else "SCANNING"
         return self._command(f"scan {label}", puts, "SCAN", timeout, done_state=final)
 

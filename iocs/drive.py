@@ -21,6 +21,7 @@ Commands and setpoints
   HEARTBEAT_SP    client heartbeat; any write (as any MODE_CMD write) counts
   SIM_PERR_HA_SP  simulation truth: extra pointing error of the structure in HA, unknown to the model (deg)
   SIM_PERR_DEC_SP same in Dec (deg)
+  SUN_OBS_SP      NO / YES: the sun itself (TRACK_NAME_SP "sun", with offsets) allowed as a TRACK/SCAN target
 Readbacks
   STATE_STS       STOPPED, SLEWING, TRACKING, DRIFTING, SCANNING, STOWING, STOWED, PARKED, FAULT
   ON_SOURCE_STS   NO/YES: |commanded - encoder| < on_source_tolerance on both axes (tracking/parked states)
@@ -46,7 +47,8 @@ Readbacks
 HA_OBS = encoder - PM - refraction (what the control system believes); HA_SKY = HA_OBS - SIM_PERR (where
 the beam truly points; computed from the noise-free axis angle).  Same for Dec.  Safety lives here:
 software limits, sun avoidance (targets and sampled slew paths), a real-time heartbeat watchdog, and a
-wind stow driven by the WX IOC.  STOW is exempt from sun avoidance (it is the safe position).
+wind stow driven by the WX IOC.  STOW is exempt from sun avoidance (it is the safe position); so are TRACK
+and SCAN of the sun itself (solar observing) while SUN_OBS_SP is YES, and only those.
 
 Behaviour
 ---------
@@ -60,6 +62,10 @@ Behaviour
   a sampled slew path (axis kinematics simulated ahead, sun motion included) passing within it; a path that
   starts inside the zone may only move away.  A tracked target that leaves the limits or nears the sun
   stops the drive (LIMIT_STS says which).  Moving axes whose stopping point would enter the zone are stopped.
+- Solar observing: with SUN_OBS_SP = YES a TRACK or SCAN of the body "sun" (offsets included) is accepted and
+  followed without the sun checks, the slew onto it included; every other target, slew and stop point is
+  checked as always.  Setting SUN_OBS_SP back to NO while on the sun stops the drive (LIMIT_STS SUN); from
+  inside the zone only paths that move away from the sun are then accepted (STOW always is).
 - Watchdog (real time) while SLEWING, TRACKING, SCANNING, STOWING or moving to a DRIFT park point.  A wind
   stow is the drive's own action: no watchdog, and only STOP/STOW are accepted until the wind has stayed
   below 80 % of wind_stow_m_s for ``inst.options["wind_clear_s"]`` sim s (default 300).
@@ -152,6 +158,7 @@ class DriveIOC(ObsIOC):
                        precision=5, writable=True)
     perr_dec = pv_float("SIM_PERR_DEC_SP", "Sim truth: unmodelled Dec pointing error", "deg", lo=-1, hi=1,
                         precision=5, writable=True)
+    sun_obs = pv_enum("SUN_OBS_SP", "Sun itself allowed as TRACK/SCAN target", NO_YES, writable=True)
 
     state = pv_enum("STATE_STS", "Drive state", STATES)
     on_source = pv_enum("ON_SOURCE_STS", "Within tolerance of command, both axes", NO_YES)
@@ -267,8 +274,13 @@ class DriveIOC(ObsIOC):
         await self.say(why)
 
     # ---- commands ------------------------------------------------------------------------------
+    def _sun_exempt(self, goal: Any) -> bool:
+        """Whether ``goal`` is exempt from sun avoidance: the safe position, or the sun while SUN_OBS_SP is YES."""
+        return goal.safe or (goal.sky and goal.sun_target and self.sun_obs.value == "YES")
+
     def _check(self, goal: Any, t: float, sun_check: bool = True) -> None:
         """Refuse a goal whose target or slew path breaks a limit or the sun avoidance."""
+        sun_check = sun_check and not self._sun_exempt(goal)
         for tk, p in goal.samples(t):
             check_pointing(p, self.mount, self.sun(tk) if sun_check else None)
         if sun_check:
@@ -462,13 +474,14 @@ class DriveIOC(ObsIOC):
             await self.stamp(self.watchdog_sts, "EXPIRED")
             await self.stop(f"watchdog: no heartbeat for {self.watchdog.value:g} s")
             return
+        exempt = self._sun_exempt(self.goal)
         if self.goal.sky:
             try:
-                check_pointing(self.cur, m, self.sun(t))
+                check_pointing(self.cur, m, None if exempt else self.sun(t))
             except TargetError as err:
                 await self.stop(str(err), err.limit)
                 return
-        if self.moving() and not self.arrived and not self.goal.safe:
+        if self.moving() and not self.arrived and not exempt:
             ends = [self._stop_short(ax, self.dt_last, target)
                     for ax, target in zip(self.axes, (self.cur.ha_cmd, self.cur.dec_cmd), strict=True)]
             b = self.corr.believed(ends[0], ends[1], t)

@@ -167,6 +167,7 @@ class FixedGoal:
     """Hold a fixed encoder position: slew target, drift park point, zenith, stow or a stop point."""
 
     sky = False
+    sun_target = False
 
     def __init__(self, pointing: Pointing, moving: str, done: str, label: str, forced: bool = False,
                  safe: bool = False):
@@ -205,6 +206,11 @@ class SkyGoal:
         self.rates, self.duration, self.scan = rates, duration, scan
         self.t_start: float | None = None
         self.label = ("SCAN " if scan else "") + track.label
+
+    @property
+    def sun_target(self) -> bool:
+        """Whether the target is the sun itself (solar observing; see the drive's SUN_OBS_SP)."""
+        return self.track.body == "sun"
 
     def scan_offsets(self, t: float) -> tuple[float, float]:
         """Offsets added by the scan so far (deg)."""

@@ -176,6 +176,55 @@ def test_sun_avoidance(observatory):
     assert abs(get(pv("HA_RBV")) - ha_before) < 0.01  # did not move
 
 
+def test_solar_observing_allows_the_sun_itself_only(observatory):
+    obs, pv = _start(observatory, speed=60, epoch=MORNING)
+    site, clock = obs.site, _clock(obs)
+    put(pv("WATCHDOG_ENA_SP"), "DISABLED")
+    assert get(pv("SUN_OBS_SP"), as_string=True) == "NO"
+    put(pv("TRACK_NAME_SP"), "sun")
+    assert put_rejected(pv("MODE_CMD"), "TRACK"), "the sun was tracked without SUN_OBS_SP"
+    assert get(pv("LIMIT_STS"), as_string=True) == "SUN" and _state(pv) == "STOPPED"
+    put(pv("SUN_OBS_SP"), "YES")
+    # every other target near the sun is still refused
+    sun = get_body("sun", Time(MORNING)).gcrs
+    put(pv("TRACK_NAME_SP"), "")
+    put(pv("TRACK_RA_SP"), float(sun.ra.deg))
+    put(pv("TRACK_DEC_SP"), float(sun.dec.deg) + 10.0)
+    assert put_rejected(pv("MODE_CMD"), "TRACK"), "a target 10 deg from the sun was accepted with SUN_OBS_SP"
+    assert "sun" in get(pv("MSG_RBV")).lower()
+    # the sun itself, with an offset, is tracked (the slew onto it included)
+    put(pv("TRACK_NAME_SP"), "sun")
+    put(pv("OFF_DEC_SP"), 0.2)
+    assert put_rejected(pv("MODE_CMD"), "TRACK") is None, get(pv("MSG_RBV"))
+    wait_for(lambda: get(pv("SETTLED_STS"), as_string=True) == "YES", 30, what="settled on the sun")
+    assert _state(pv) == "TRACKING" and get(pv("LIMIT_STS"), as_string=True) == "OK"
+    vals, t_cycle = _snapshot(pv, ("HA_APP_RBV", "DEC_APP_RBV"), extra=())
+    sun_ha, sun_dec = _sun_hadec(t_cycle, site)
+    assert abs(_dha(vals["HA_APP_RBV"], sun_ha)) < 0.01 and abs(vals["DEC_APP_RBV"] - sun_dec) < 0.01
+    assert 0.1 < get(pv("SUN_DIST_RBV")) < 0.3
+    # and scanned across
+    put(pv("OFF_DEC_SP"), -0.3)
+    put(pv("RATE_DEC_SP"), 0.01)
+    put(pv("SCAN_DUR_SP"), 60.0)
+    assert put_rejected(pv("MODE_CMD"), "SCAN") is None, get(pv("MSG_RBV"))
+    _wait_state(pv, "TRACKING", 30)
+    assert abs(get(pv("OFF_DEC_RBV")) - 0.3) < 1e-6
+    # withdrawing the permission on the sun stops the drive; it may then leave the zone (not approach the sun)
+    put(pv("SUN_OBS_SP"), "NO")
+    _wait_state(pv, "STOPPED", 10)
+    assert get(pv("LIMIT_STS"), as_string=True) == "SUN"
+    sun_ha, sun_dec = _sun_hadec(clock.now(), site)
+    put(pv("SLEW_FRAME_SP"), "HADEC")
+    put(pv("SLEW_X_SP"), sun_ha + 35.0)
+    put(pv("SLEW_Y_SP"), sun_dec - 5.0)  # a path that first closes in on the sun's Dec would be refused
+    assert put_rejected(pv("MODE_CMD"), "SLEW"), "a path towards the sun from inside the zone was accepted"
+    put(pv("SLEW_Y_SP"), sun_dec + 5.0)
+    assert put_rejected(pv("MODE_CMD"), "SLEW") is None, get(pv("MSG_RBV"))
+    _wait_state(pv, "PARKED", 30)
+    assert get(pv("SUN_DIST_RBV")) > site.mount.sun_avoidance_deg
+    assert put_rejected(pv("SUN_OBS_SP"), "MAYBE")
+
+
 def test_limits_and_bad_input(observatory):
     obs, pv = _start(observatory, speed=60)
     m = obs.site.mount
