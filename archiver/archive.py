@@ -247,6 +247,7 @@ class RunArchive:
         time.  The RunEngine has already validated its events, so that check is skipped for events unless
         ``validate_events``.  With ``backup_dir``, a run whose writing fails is saved there as JSON lines
         instead of raising into the RunEngine (the writer then keeps every document of a run in memory).
+        Array data of any size (spectra, profiles, maps, short vectors) go to the zarr store.
         """
         from bluesky_tiled_plugins import TiledWriter
         from bluesky_tiled_plugins.writing.tiled_writer import RunNormalizer
@@ -256,7 +257,8 @@ class RunArchive:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         return TiledWriter(self.client, batch_size=batch_size,
                            normalizer=RunNormalizer if validate_events else _event_trusting_normalizer(),
-                           backup_directory=str(backup_dir) if backup_dir is not None else None)
+                           backup_directory=str(backup_dir) if backup_dir is not None else None,
+                           max_array_size=0)  # every array to zarr: the SQL tables cannot hold lists
 
     def subscribe(self, RE: Any, batch_size: int = DEFAULT_BATCH_SIZE, *, validate_events: bool = False,
                   backup_dir: str | Path | None = None) -> int:

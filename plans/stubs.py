@@ -13,6 +13,7 @@ only stops an unfinished drive move, so this cleanup is what leaves the telescop
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
@@ -26,6 +27,8 @@ from devices.common import ResultSignal
 
 CLEANUP_ACTIONS = ("stop", "stow", "none")
 _groups = itertools.count()
+#: commands whose Status may still be pending (ended successfully by safe_state before it stops the drive)
+_PENDING: weakref.WeakSet = weakref.WeakSet()
 
 
 class Command:
@@ -58,6 +61,7 @@ class Command:
 
         inner.add_callback(follow)
         self.status = outer
+        _PENDING.add(self)
         return outer
 
     def stop(self, *, success: bool = False) -> None:
@@ -148,6 +152,9 @@ def safe_state(drive: Any | None, instrumentation: Any | None, cleanup: str = "s
     if cleanup not in CLEANUP_ACTIONS:
         raise ValueError(f"cleanup {cleanup!r} is not one of {', '.join(CLEANUP_ACTIONS)}")
     errors: list[BaseException] = []
+    for cmd in list(_PENDING):  # a command cut short by the cleanup is over, not failed (the run may be aborting)
+        if cmd.status is not None and not cmd.status.done:
+            cmd.status.set_finished()
     if instrumentation is not None:
         try:
             yield from diodes_off(instrumentation)
