@@ -35,6 +35,7 @@ with open_archive(data_dir=sys.argv[1]) as archive:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_demo_night(observatory, tmp_path):
     obs = observatory(DEVS, speed=DEMO_SPEED, epoch=DEMO_EPOCH)
     buf = io.StringIO()

@@ -33,6 +33,7 @@ def test_shape_compares_words_not_numbers():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_scientist_guide_examples(observatory, tmp_path):
     from obsctl.cli_shell import session_namespace
 
