@@ -82,6 +82,7 @@ def drift_scan(drive: Drive, radiometer: Radiometer, source: str, *, lead_deg: f
             "instrumentation": instrumentation, "receiver": receiver, "cleanup": cleanup}
 
     def body() -> Plan:
+        source_hadec(ctx, np.array([clock.now()]))  # the first astropy transform of a process takes seconds
         yield from drift_park(drive, source, lead)
         now = clock.now()
         ha_beam, dec_beam = float(drive.ha_obs.get()), float(drive.dec_obs.get())
