@@ -1,8 +1,25 @@
 """RAD: the radiometer as a triggerable detector and a flyer over its sample blocks.
 
 The IOC publishes every synchronous sample (time, observed HA/Dec, Az/El, both DVMs, flags) in blocks on
-``BLK_RBV`` (layout in :mod:`obsctl.blocks`).  This device keeps one monitor on that waveform and follows
-the global sample indices with :class:`obsctl.blocks.LossTracker`, so a lost or repeated sample is seen.
+``BLK_RBV`` (layout in :mod:`obsctl.blocks`).  This device keeps one monitor on that waveform and one on
+``HIST_RBV`` (blocks the IOC replays on request), puts the blocks in order with
+:class:`obsctl.blocks.StreamAssembler` and follows the global sample indices with
+:class:`obsctl.blocks.LossTracker`, so a lost or repeated sample is seen.
+
+Missed blocks are fetched again: when a block arrives after a gap in the sequence numbers (a reconnection
+after a network drop, or a restarted IOC whose first blocks went out before this client reconnected), the
+device writes the first missing number to ``REPLAY_SP`` and holds the newer blocks until the IOC's history
+fills the gap (at most ``replay_timeout_s`` real seconds).  The guarantee, per IOC run (boot id):
+
+* every sample from the first one this device received to the last one it received is handed over in
+  order, unless the IOC's history (``HIST_LEN_SP`` blocks, 60 s at the defaults) no longer held it when
+  asked; only those are counted in ``lost``;
+* after a restart the new run is wanted from its very first sample (index 0), so samples it took while
+  this client was still reconnecting are recovered too (counted in ``recovered``);
+* a killed IOC's history dies with it: blocks it published in its last moments that never reached this
+  client (at most those in flight, about one block period) cannot be fetched or even counted.  Everything
+  received before the IOC died is kept.  Samples a dead IOC never took are not lost: they are a gap in time
+  between the runs (a restart, counted in ``restarts``).
 
 Step scans: ``trigger()`` collects every sample whose time lies in a window of ``integration_time``
 seconds of *observatory* time (judged from the samples' own time stamps, not the wall clock) starting at
@@ -12,11 +29,10 @@ then gives the means (DVM1/DVM2, HA, Dec, Az, El), the standard deviations and t
 Fly scans: ``kickoff()`` starts keeping every sample, ``complete()`` ends the window at that instant and
 finishes once the stream has passed it, ``collect_pages()`` hands the samples over as one Event per sample
 (bluesky's EventPageCollectable interface; bluesky 1.15 only accepts pages, ``stream=False``).  Every
-sample's own observatory time is its time stamp.  Lost samples are counted in ``lost`` and logged; with
-``fail_on_loss`` set, ``complete()`` fails instead.  A fly window keeps at most ``max_fly_samples`` samples
-between collects (older ones are dropped and counted as lost).  An IOC restart (sequence numbers starting again) is
-counted in ``restarts`` (sequence numbers going back while the sample times go on; an old block
-delivered again, e.g. on reconnection, is only a repeat); samples the dead IOC never took are not "lost".
+sample's own observatory time is its time stamp; the stream has the sample index and the boot id of the
+IOC run that took it.  Lost samples are counted in ``lost`` and logged; with ``fail_on_loss`` set,
+``complete()`` fails instead.  A fly window keeps at most ``max_fly_samples`` samples between collects
+(older ones are dropped and counted as lost).
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -31,6 +48,7 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import DeviceStatus, Kind, Signal
 from ophyd.status import StatusBase
+from ophyd.utils.errors import OpException
 
 from devices.common import ObsDevice, Readback, ResultSignal, SampleLoss, Setpoint
 from obsctl import blocks
@@ -40,9 +58,10 @@ log = logging.getLogger("obsctl.devices.radiometer")
 C = blocks.C
 EPS = 1e-9
 
-#: flyer columns: (data key suffix, block column or None for the index, dtype, units)
+#: flyer columns: (data key suffix, block column or None for the index and boot id, dtype, units)
 SAMPLE_KEYS: tuple[tuple[str, str | None, str, str], ...] = (
     ("index", None, "integer", ""),
+    ("boot", None, "integer", ""),
     ("t", "T", "number", "s"),
     ("ha", "HA", "number", "deg"),
     ("dec", "DEC", "number", "deg"),
@@ -66,6 +85,7 @@ class _Window:
         self.t_end = None if t_start is None or duration is None or self.single else t_start + duration
         self.chunks: list[np.ndarray] = []
         self.index_chunks: list[np.ndarray] = []
+        self.boot_chunks: list[np.ndarray] = []
         self.kept = 0
         self.max_samples = max_samples  # 0: no limit; beyond it the oldest kept samples are dropped
         self.dropped = 0
@@ -76,7 +96,7 @@ class _Window:
         """End the window at ``t_end`` (observatory s)."""
         self.t_end = t_end
 
-    def feed(self, data: np.ndarray, index: np.ndarray, rate_hz: float) -> None:
+    def feed(self, data: np.ndarray, index: np.ndarray, rate_hz: float, boot: int = 0) -> None:
         """Keep the samples inside the window; mark it complete once the stream has passed its end."""
         t = data[C["T"]]
         if self.t_start is None and t.size:
@@ -98,20 +118,23 @@ class _Window:
         if np.any(sel):
             self.chunks.append(data[:, sel])
             self.index_chunks.append(index[sel])
+            self.boot_chunks.append(np.full(int(np.count_nonzero(sel)), boot, dtype=np.int64))
             self.kept += int(np.count_nonzero(sel))
             while self.max_samples and self.kept > self.max_samples and len(self.chunks) > 1:
                 n = self.chunks.pop(0).shape[1]
                 self.index_chunks.pop(0)
+                self.boot_chunks.pop(0)
                 self.kept -= n
                 self.dropped += n
 
-    def take(self) -> tuple[np.ndarray, np.ndarray]:
-        """All samples kept so far (and forget them): (NCOL, n) columns and (n,) indices."""
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All samples kept so far (and forget them): (NCOL, n) columns, (n,) indices and (n,) boot ids."""
         data = np.hstack(self.chunks) if self.chunks else np.empty((blocks.NCOL, 0))
         idx = np.concatenate(self.index_chunks) if self.index_chunks else np.empty(0, dtype=np.int64)
-        self.chunks, self.index_chunks = [], []
+        boot = np.concatenate(self.boot_chunks) if self.boot_chunks else np.empty(0, dtype=np.int64)
+        self.chunks, self.index_chunks, self.boot_chunks = [], [], []
         self.kept = 0
-        return data, idx
+        return data, idx, boot
 
 
 def _circular_mean_deg(x: np.ndarray) -> float:
@@ -168,6 +191,12 @@ class Radiometer(ObsDevice):
     sel1 = Cpt(Setpoint, "DVM1_SEL_SP", kind=Kind.config, string=True)
     sel2 = Cpt(Setpoint, "DVM2_SEL_SP", kind=Kind.config, string=True)
     blk_period = Cpt(Setpoint, "BLK_PERIOD_SP", kind=Kind.config)
+    # the history of missed blocks
+    hist = Cpt(Readback, "HIST_RBV", kind=Kind.omitted)
+    replay = Cpt(Setpoint, "REPLAY_SP", kind=Kind.omitted, auto_monitor=False)
+    boot = Cpt(Readback, "BOOT_RBV", kind=Kind.omitted, auto_monitor=False)
+    hist_first = Cpt(Readback, "HIST_FIRST_RBV", kind=Kind.omitted, auto_monitor=False)
+    hist_len = Cpt(Setpoint, "HIST_LEN_SP", kind=Kind.config)
     # step-scan results (soft, time-stamped with the mean sample time)
     integration_time = Cpt(ResultSignal, value=1.0, units="s", kind=Kind.config)
     dvm1 = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.hinted)
@@ -183,19 +212,20 @@ class Radiometer(ObsDevice):
     flags = Cpt(ResultSignal, value=0, kind=Kind.normal)
     lost = Cpt(ResultSignal, value=0, units="sample", kind=Kind.normal)
     restarts = Cpt(Signal, value=0, kind=Kind.omitted)
+    recovered = Cpt(Signal, value=0, kind=Kind.omitted)  # samples fetched again from the IOC's history
 
     def __init__(self, prefix: str = "", *, name: str, clock: ObservatoryClock | None = None,
                  stream_name: str = "samples", fail_on_loss: bool = False,
-                 max_fly_samples: int = 5_000_000, **kwargs: Any):
+                 max_fly_samples: int = 5_000_000, replay_timeout_s: float = 5.0, **kwargs: Any):
         super().__init__(prefix=prefix, name=name, **kwargs)
         self.clock = clock
         self.stream_name = stream_name
         self.fail_on_loss = fail_on_loss
         self.max_fly_samples = max_fly_samples
+        self.replay_timeout_s = replay_timeout_s
         self._lock = threading.RLock()  # status callbacks run under it and may trigger again
         self.tracker = blocks.LossTracker()
-        self._lost_before = 0          # losses of earlier IOC runs (trackers replaced on restart)
-        self._t_last = -math.inf       # time of the newest sample received
+        self.assembler = blocks.StreamAssembler(replay_timeout_s)
         self._window: _Window | None = None
         self._window_status: DeviceStatus | None = None
         self._fly: _Window | None = None
@@ -204,15 +234,25 @@ class Radiometer(ObsDevice):
         self.last_block: blocks.Block | None = None
         self.last_window: tuple[float | None, float | None] = (None, None)  # of the last trigger (obs. s)
         self.last_fly_window: tuple[float | None, float | None] = (None, None)  # of the last complete()
+        self.last_fly_recovered = 0    # samples of the last fly window fetched again from the IOC's history
+        self._fly_recovered0 = 0
         self.blk.subscribe(self._on_block, run=False)
+        self.hist.subscribe(self._on_replayed, run=False)
 
     # ---- the stream ----------------------------------------------------------------------------
     @property
     def total_lost(self) -> int:
         """Samples lost since this device was made (all IOC runs)."""
-        return self._lost_before + self.tracker.lost
+        return self.tracker.lost
 
     def _on_block(self, value: Any = None, **_: Any) -> None:
+        self._offer(value, replayed=False)
+
+    def _on_replayed(self, value: Any = None, **_: Any) -> None:
+        self._offer(value, replayed=True)
+
+    def _offer(self, value: Any, replayed: bool) -> None:
+        """Put a received block (live or replayed) in order; hand over what is ready; ask for missed blocks."""
         try:
             b = blocks.try_unpack(value)
         except blocks.BlockError as err:
@@ -221,31 +261,61 @@ class Radiometer(ObsDevice):
         if b is None:
             return
         with self._lock:
-            t = self.tracker
-            t_first = float(b.col("T")[0]) if b.nsamp else -math.inf
-            if t.last_seq is not None and b.seq < t.last_seq and t_first > self._t_last:
-                log.warning("%s: radiometer IOC restarted (block sequence %d after %d)", self.name, b.seq,
-                            t.last_seq)
-                self._lost_before += t.lost  # the IOC restarted: a new stream of indices
-                self.tracker = t = blocks.LossTracker()
-                self.restarts.put(self.restarts.get() + 1)
-            lost0 = t.lost
-            new = t.add(b)
-            if t.lost > lost0:
-                log.warning("%s: %d samples lost before index %d", self.name, t.lost - lost0, b.first)
-            self.last_block = b
-            if new <= 0:
-                return
-            self._t_last = float(b.col("T")[-1])
-            data = b.data[:, b.nsamp - new:]
-            index = b.indices[b.nsamp - new:]
-            for win, st, finish in ((self._window, self._window_status, self._finish_trigger),
-                                    (self._fly, self._fly_status, self._finish_fly)):
-                if win is None:
-                    continue
-                win.feed(data, index, b.rate_hz)
-                if win.complete and st is not None and not st.done:
-                    finish()
+            ready, request = self.assembler.offer(b, time.monotonic(), replayed)
+            for blk in ready:
+                self._deliver(blk)
+        if request is not None:
+            log.info("%s: blocks missed from block %d of IOC run %d: asking the IOC to replay them", self.name,
+                     request.first, request.boot)
+            threading.Thread(target=self._ask_replay, args=(request,), name=f"{self.name}-replay",
+                             daemon=True).start()
+
+    def _ask_replay(self, request: blocks.ReplayRequest) -> None:
+        """Write the replay request, then give the gap up if the IOC has not filled it within the timeout."""
+        deadline = time.monotonic() + self.replay_timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.replay.put_wait(request.first, timeout=max(deadline - time.monotonic(), 0.1))
+                break
+            except (TimeoutError, OpException) as err:  # not (re)connected yet: try again
+                log.debug("%s: replay request not sent yet: %s", self.name, err)
+                time.sleep(0.1)
+        while time.monotonic() < deadline + 0.05:
+            with self._lock:
+                if self.assembler.request != request:  # filled, given up or superseded
+                    return
+            time.sleep(0.05)
+        with self._lock:
+            if self.assembler.request == request:
+                log.warning("%s: the IOC did not replay blocks from %d within %.1f s", self.name, request.first,
+                            self.replay_timeout_s)
+            for blk in self.assembler.expire(time.monotonic()):
+                self._deliver(blk)
+
+    def _deliver(self, b: blocks.Block) -> None:
+        """Account for one block in order and feed its new samples to the open windows (lock held)."""
+        t = self.tracker
+        lost0, restarts0 = t.lost, t.restarts
+        new = t.add(b)
+        if t.restarts > restarts0:
+            log.warning("%s: radiometer IOC restarted (run %d, first block %d)", self.name, b.boot, b.seq)
+            self.restarts.put(t.restarts)
+        if t.lost > lost0:
+            log.warning("%s: %d samples lost before index %d", self.name, t.lost - lost0, b.first)
+        if self.assembler.recovered != self.recovered.get():
+            self.recovered.put(self.assembler.recovered)
+        self.last_block = b
+        if new <= 0:
+            return
+        data = b.data[:, b.nsamp - new:]
+        index = b.indices[b.nsamp - new:]
+        for win, st, finish in ((self._window, self._window_status, self._finish_trigger),
+                                (self._fly, self._fly_status, self._finish_fly)):
+            if win is None:
+                continue
+            win.feed(data, index, b.rate_hz, b.boot)
+            if win.complete and st is not None and not st.done:
+                finish()
 
     def _now(self) -> float | None:
         return self.clock.now() if self.clock is not None else None
@@ -267,7 +337,7 @@ class Radiometer(ObsDevice):
         win, status = self._window, self._window_status
         self._window, self._window_status = None, None
         self.last_window = (win.t_start, win.t_end)
-        data, _ = win.take()
+        data, _, _ = win.take()
         t = data[C["T"]]
         ts = float(np.mean(t)) if t.size else (win.t_start or 0.0)
         values = {self.dvm1: _nanmean(data[C["DVM1"]]), self.dvm2: _nanmean(data[C["DVM2"]]),
@@ -290,6 +360,7 @@ class Radiometer(ObsDevice):
         with self._lock:
             self._fly = _Window(self._now(), None, self.max_fly_samples)
             self._fly_lost0 = self.total_lost
+            self._fly_recovered0 = self.assembler.recovered
             self._fly_status = None
         status.set_finished()
         return status
@@ -315,6 +386,7 @@ class Radiometer(ObsDevice):
         """Report losses and finish the complete() Status (lock held)."""
         status = self._fly_status
         self.last_fly_window = (self._fly.t_start, self._fly.t_end)
+        self.last_fly_recovered = self.assembler.recovered - self._fly_recovered0
         lost = self.total_lost - self._fly_lost0 + self._fly.dropped
         self.lost.put(lost)
         if lost and self.fail_on_loss:
@@ -337,7 +409,7 @@ class Radiometer(ObsDevice):
         with self._lock:
             if self._fly is None:
                 return
-            data, index = self._fly.take()
+            data, index, boot = self._fly.take()
             if self._fly_status is not None and self._fly_status.done:
                 self._fly = None
         if index.size == 0:
@@ -345,7 +417,7 @@ class Radiometer(ObsDevice):
         t = data[C["T"]].tolist()
         page_data: dict[str, list] = {}
         for key, col, dt, _ in SAMPLE_KEYS:
-            values = index if col is None else data[C[col]]
+            values = {"index": index, "boot": boot}[key] if col is None else data[C[col]]
             page_data[f"{self.name}_{key}"] = (values.astype(np.int64) if dt == "integer" else values).tolist()
         yield {"time": t, "data": page_data, "timestamps": {k: t for k in page_data}}
 

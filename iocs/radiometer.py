@@ -11,6 +11,18 @@ blocks (obsctl.blocks) every BLK_PERIOD_SP real seconds; global sample indices a
 longer than obsctl.blocks.MAX_SAMPLES are split.  Changing RATE/AVG/FILTER/a select or the receiver
 restarts the chain: raw samples still inside the filter/average are dropped (indices stay contiguous).
 
+Every block carries the boot id of this IOC run (its real start time in microseconds, BOOT_RBV), since
+sequence numbers and indices start again at 0 after a restart.  The IOC keeps its newest HIST_LEN_SP blocks
+(at most ``history_mb`` MB; site option ``history_blocks`` sets the initial length) in memory: writing K to
+REPLAY_SP publishes every block held with sequence number >= K on HIST_RBV, in order, with the header's
+REPLAY set to K.  A replay that starts after K says that blocks K.. are no longer held.  A client that missed
+blocks (a reconnection after a network drop or after this IOC restarted) fetches them this way
+(devices.radiometer, obsctl.blocks.StreamAssembler).  The history lives in this process: blocks of an
+earlier run of the IOC are gone with it.
+
+Site options (``[[instruments]] options`` of RAD) set the power-on settings, which a restarted IOC comes back
+with: ``rate_hz`` (RATE_SP), ``avg`` (AVG_SP), ``history_blocks`` (HIST_LEN_SP), ``history_mb``.
+
 PVs (prefix ``SITE:RAD:``)
 ---------------------------
 BLK_RBV        sample block waveform (obsctl.blocks layout)
@@ -39,6 +51,11 @@ ACQ_STS        acquisition state: STOP, RUN
 DVM1_SEL_SP    DVM1 input select (16 inputs, obsctl.blocks.DVM_INPUTS)
 DVM2_SEL_SP    DVM2 input select
 BLK_PERIOD_SP  block publication period (real s)
+BOOT_RBV       boot id of this IOC run (real start time, us since 1970)
+HIST_RBV       a replayed block (obsctl.blocks layout, REPLAY set)
+REPLAY_SP      replay the history from this block sequence number on
+HIST_FIRST_RBV sequence number of the oldest block held for replay
+HIST_LEN_SP    blocks kept for replay (10..100000)
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +85,9 @@ ACQ = ("STOP", "RUN")
 SLEWING_STATES = (1, 5)           # DRV:STATE_STS indices SLEWING, STOWING
 MAX_RAW_PER_TICK = 200_000        # bound on one tick's work; the rest follows next tick (nothing skipped)
 AND_FLAGS = blocks.FLAG_POS_VALID | blocks.FLAG_ON_SOURCE  # must hold for every raw sample of an average
+HISTORY_BLOCKS = 600              # default blocks kept for replay: 60 s real at the default block period
+HISTORY_MB = 64.0                 # default bound on the memory the history uses (MB)
+MAX_SEQ = 1_000_000_000           # largest block number a replay request may name
 # pipeline rows: T, HA_OBS, DEC_OBS, COUNTS1, COUNTS2, FLAGS
 _T, _HA, _DEC, _C1, _C2, _F = range(6)
 
@@ -222,6 +243,13 @@ class RadiometerIOC(ObsIOC):
                              writable=True)
     blk_period = pv_float("BLK_PERIOD_SP", "Block publication period (real time)", "s", 0.1, lo=0.02,
                                     hi=2.0, writable=True, precision=3)
+    boot = pv_float("BOOT_RBV", "Boot id: start of this IOC run (real)", "us", precision=0)
+    hist = pv_wave("HIST_RBV", "Replayed sample block (obsctl.blocks)", "block", blocks.MAX_LENGTH)
+    replay = pv_int("REPLAY_SP", "Replay history from this block number", "block", 0, lo=0, hi=MAX_SEQ,
+                    writable=True)
+    hist_first = pv_int("HIST_FIRST_RBV", "Oldest block number held for replay", "block")
+    hist_len = pv_int("HIST_LEN_SP", "Blocks kept for replay", "block", HISTORY_BLOCKS, lo=10, hi=100_000,
+                      writable=True)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
         super().__init__(site, inst, clock, **kwargs)
@@ -255,6 +283,13 @@ class RadiometerIOC(ObsIOC):
         self.index = 0                      # next global output sample index
         self.seq = 0
         self.tsys_acc: list[float] = []
+        self.boot_id = time.time_ns() // 1000  # real start time (us): tells this run's blocks from others'
+        self.history: deque[np.ndarray] = deque()
+        self.history_bytes = 0
+        self.history_max_bytes = int(float(opt.get("history_mb", HISTORY_MB)) * 1e6)
+        self.history_blocks = _option(opt, "history_blocks", HISTORY_BLOCKS, 10, 100_000)
+        self.power_on = {self.rate: _option(opt, "rate_hz", 50.0, 1.0, 2000.0),
+                         self.avg: int(_option(opt, "avg", 1, 1, 1000))}
 
     # ---- main loop ---------------------------------------------------------------------------
     @blk.startup
@@ -262,6 +297,10 @@ class RadiometerIOC(ObsIOC):
         await self.inputs.start()
         await self.sensors.start()
         await self._publish_settings()
+        await self.boot.write(float(self.boot_id), timestamp=self.clock.now())
+        for pv, value in ((self.hist_len, int(self.history_blocks)), *self.power_on.items()):
+            if pv.value != value:
+                await pv.write(value, timestamp=self.clock.now())
         now = np.array([self.clock.now()])  # warm astropy up (~1.5 s) off the event loop, before sampling
         rx = self.site.receivers[self.rx_default]
         await asyncio.to_thread(self.radio.sky.system_temperature, np.zeros(1), np.full(1, self.site.latitude_deg),
@@ -370,11 +409,13 @@ class RadiometerIOC(ObsIOC):
             cols[blocks.C[f"DVM{d + 1}"]][(flags & nodata[d]) != 0] = np.nan
         for piece in blocks.split(cols):
             wave = blocks.pack(self.seq, self.index, piece, rate_hz=st.rate / st.avg, avg=st.avg, rx=st.rx,
-                               sel=st.sel)
+                               sel=st.sel, boot=self.boot_id)
+            self._remember(wave)
             await self.blk.write(wave, timestamp=now)
             await self.blk_seq.write(self.seq, timestamp=now)
             self.seq += 1
             self.index += piece.shape[1]
+        await self._publish_history_first(now)
         last = cols[:, -1]
         for pv, raw_pv, d in ((self.dvm1, self.dvm1_raw, 0), (self.dvm2, self.dvm2_raw, 1)):
             val = float(last[blocks.C[f"DVM{d + 1}"]])
@@ -409,6 +450,44 @@ class RadiometerIOC(ObsIOC):
             await cal.write(rsim.calibration(st.sel[d], rx), timestamp=now)
             await ofs.write(self.offsets[d], timestamp=now)
 
+    # ---- history -----------------------------------------------------------------------------
+    def _remember(self, wave: np.ndarray) -> None:
+        """Keep a published block for replay, dropping the oldest beyond HIST_LEN_SP blocks or the byte bound."""
+        self.history.append(wave)
+        self.history_bytes += wave.nbytes
+        self._trim_history()
+
+    def _trim_history(self, limit: int | None = None) -> None:
+        limit = int(self.hist_len.value) if limit is None else limit
+        while self.history and (len(self.history) > limit or self.history_bytes > self.history_max_bytes):
+            self.history_bytes -= self.history.popleft().nbytes
+
+    async def _publish_history_first(self, now: float) -> None:
+        first = int(self.history[0][blocks.H["SEQ"]]) if self.history else self.seq
+        if first != self.hist_first.value:
+            await self.hist_first.write(first, timestamp=now)
+
+    @replay.putter
+    async def replay(self, instance, value):
+        """Publish every block held with sequence number >= value on HIST_RBV, oldest first."""
+        first = int(value)
+        now = self.clock.now()
+        sent = 0
+        for wave in list(self.history):  # a snapshot: the sampling loop may append meanwhile
+            if wave[blocks.H["SEQ"]] >= first:
+                out = wave.copy()
+                out[blocks.H["REPLAY"]] = first
+                await self.hist.write(out, timestamp=now)
+                sent += 1
+        self.log.info("replayed %d blocks from block %d", sent, first)
+        return first
+
+    @hist_len.putter
+    async def hist_len(self, instance, value):
+        self._trim_history(int(value))  # the PV takes the new value only after the putter returns
+        await self._publish_history_first(self.clock.now())
+        return int(value)
+
     # ---- putters -----------------------------------------------------------------------------
     @acq_cmd.putter
     async def acq_cmd(self, instance, value):
@@ -418,6 +497,18 @@ class RadiometerIOC(ObsIOC):
         await self.acq_sts.write(value, timestamp=self.clock.now())
         await self.say(f"acquisition {value}")
         return value
+
+
+def _option(options: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
+    """A numeric site option of RAD within lo..hi (ValueError naming the option otherwise)."""
+    value = options.get(name, default)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"RAD option {name}: {value!r} is not a number") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"RAD option {name}: {value!r} outside {lo:g}..{hi:g}")
+    return v
 
 
 def make_ioc(site: Site, inst: InstrumentConfig, clock: ObservatoryClock) -> RadiometerIOC:

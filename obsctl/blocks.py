@@ -7,8 +7,8 @@ ophyd devices, the archiver and analysis code all read the same definition.
 Layout (float64, ``HEADER_LEN + NCOL * NSAMP`` elements; anything after that is padding)::
 
     header[0]  MAGIC          format identifier and version (FORMAT_MAGIC)
-    header[1]  SEQ            block sequence number (0, 1, 2, ... per IOC start)
-    header[2]  FIRST          global index of the block's first sample (0, 1, 2, ... per IOC start)
+    header[1]  SEQ            block sequence number (0, 1, 2, ... per IOC run)
+    header[2]  FIRST          global index of the block's first sample (0, 1, 2, ... per IOC run)
     header[3]  NSAMP          number of samples in the block
     header[4]  NCOL           number of columns (COLUMNS)
     header[5]  RATE_HZ        output sample rate (Hz of observatory time) = raw rate / AVG
@@ -16,6 +16,8 @@ Layout (float64, ``HEADER_LEN + NCOL * NSAMP`` elements; anything after that is 
     header[7]  RX             receiver index (site.receivers order) the RF inputs came from
     header[8]  SEL1           DVM1 input select (index into DVM_INPUTS)
     header[9]  SEL2           DVM2 input select
+    header[10] BOOT           boot id of the IOC run that took the samples (its real start time, us since 1970)
+    header[11] REPLAY         -1 on the live stream; on a replayed block the first sequence number requested
     then NCOL columns of NSAMP values each, column-major: all T, then all HA, ...
 
 Columns (``COLUMNS``):
@@ -36,6 +38,11 @@ Columns (``COLUMNS``):
 A full block is MAX_LENGTH doubles (112 kB): Channel Access clients need EPICS_CA_MAX_ARRAY_BYTES above that.
 Global sample indices are contiguous across blocks; a client detects lost or repeated samples with
 :class:`LossTracker`.  A gap in *time* with contiguous indices means acquisition was stopped, not lost.
+
+Sequence numbers and indices start again at 0 when the IOC restarts; the boot id tells the runs apart.  The
+IOC keeps its newest blocks and re-publishes them on request (``RAD:REPLAY_SP`` -> ``RAD:HIST_RBV``, with
+REPLAY set to the request); :class:`StreamAssembler` hands a client every block in order, asking for the ones
+it missed.  A replay that starts *after* the requested block says that the blocks before it are gone.
 """
 
 from __future__ import annotations
@@ -44,8 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FORMAT_MAGIC = 0x52414401  # "RAD" + version 1
-HEADER = ("MAGIC", "SEQ", "FIRST", "NSAMP", "NCOL", "RATE_HZ", "AVG", "RX", "SEL1", "SEL2")
+FORMAT_MAGIC = 0x52414402  # "RAD" + version 2 (version 1 had no BOOT and REPLAY)
+HEADER = ("MAGIC", "SEQ", "FIRST", "NSAMP", "NCOL", "RATE_HZ", "AVG", "RX", "SEL1", "SEL2", "BOOT", "REPLAY")
 HEADER_LEN = len(HEADER)
 H = {name: i for i, name in enumerate(HEADER)}
 COLUMNS = ("T", "HA", "DEC", "AZ", "EL", "DVM1_RAW", "DVM2_RAW", "DVM1", "DVM2", "FLAGS")
@@ -101,7 +108,8 @@ class Block:
     """One unpacked sample block.
 
     ``data`` has shape (NCOL, nsamp); ``col(name)`` returns one column.  ``header`` holds the raw header
-    values by name (floats).
+    values by name (floats).  ``boot`` identifies the IOC run; ``replay`` is -1 for a live block, else the
+    first sequence number of the replay request it answers.
     """
 
     seq: int
@@ -112,6 +120,8 @@ class Block:
     sel: tuple[int, int]
     data: np.ndarray
     header: dict[str, float] = field(default_factory=dict)
+    boot: int = 0
+    replay: int = -1
 
     @property
     def nsamp(self) -> int:
@@ -142,12 +152,13 @@ class Block:
 
 
 def pack(seq: int, first: int, columns: dict[str, np.ndarray] | np.ndarray, *, rate_hz: float,
-         avg: int = 1, rx: int = 0, sel: tuple[int, int] = (0, 1)) -> np.ndarray:
+         avg: int = 1, rx: int = 0, sel: tuple[int, int] = (0, 1), boot: int = 0, replay: int = -1) -> np.ndarray:
     """Pack samples into one waveform (float64 array of HEADER_LEN + NCOL * nsamp elements).
 
     ``columns`` is either a dict with every name of COLUMNS (equal-length 1-D arrays) or an array of
-    shape (NCOL, nsamp).  Raises BlockError when columns are missing or the block exceeds MAX_SAMPLES
-    (use :func:`split` first).
+    shape (NCOL, nsamp).  ``boot`` (0 <= boot < 2**53, exact in a double) identifies the IOC run.  Raises
+    BlockError when columns are missing, the block exceeds MAX_SAMPLES (use :func:`split` first) or a
+    header value is out of range.
     """
     if isinstance(columns, dict):
         missing = [c for c in COLUMNS if c not in columns]
@@ -163,8 +174,10 @@ def pack(seq: int, first: int, columns: dict[str, np.ndarray] | np.ndarray, *, r
         raise BlockError(f"{n} samples exceed MAX_SAMPLES={MAX_SAMPLES}; split the block")
     if seq < 0 or first < 0:
         raise BlockError(f"sequence number and first index must be >= 0, got {seq}, {first}")
+    if not 0 <= boot < 2**53:
+        raise BlockError(f"boot id must be in 0..2**53-1 (exact in a double), got {boot}")
     out = np.empty(HEADER_LEN + NCOL * n)
-    out[:HEADER_LEN] = (FORMAT_MAGIC, seq, first, n, NCOL, rate_hz, avg, rx, sel[0], sel[1])
+    out[:HEADER_LEN] = (FORMAT_MAGIC, seq, first, n, NCOL, rate_hz, avg, rx, sel[0], sel[1], boot, replay)
     out[HEADER_LEN:] = data.reshape(-1)
     return out
 
@@ -192,7 +205,8 @@ def unpack(wave: np.ndarray | list[float]) -> Block:
     return Block(seq=int(hdr[H["SEQ"]]), first=int(hdr[H["FIRST"]]), rate_hz=float(hdr[H["RATE_HZ"]]),
                  avg=int(hdr[H["AVG"]]), rx=int(hdr[H["RX"]]),
                  sel=(int(hdr[H["SEL1"]]), int(hdr[H["SEL2"]])), data=data,
-                 header={k: float(v) for k, v in zip(HEADER, hdr, strict=True)})
+                 header={k: float(v) for k, v in zip(HEADER, hdr, strict=True)},
+                 boot=int(hdr[H["BOOT"]]), replay=int(hdr[H["REPLAY"]]))
 
 
 def try_unpack(wave: np.ndarray | list[float]) -> Block | None:
@@ -214,9 +228,12 @@ def concat(blocks: list[Block]) -> np.ndarray:
 class LossTracker:
     """Follow a stream of blocks and count lost and repeated samples from the global indices.
 
-    The first block seen sets the expected index (a client may connect mid-stream).  ``lost`` counts
-    samples whose indices were skipped, ``repeated`` samples already seen (e.g. a re-sent monitor value
-    on reconnection), ``gaps`` lists (expected, got) pairs.
+    The first block seen sets the expected index (a client may connect mid-stream).  A block of another IOC
+    run (boot id) starts that run: its indices count from 0, so samples the new run took before that block
+    are lost unless they were handed over first (see :class:`StreamAssembler`).  ``lost`` counts samples
+    whose indices were skipped, ``repeated`` samples already seen (e.g. a re-sent monitor value on
+    reconnection, or a block of an earlier run), ``gaps`` lists (expected, got) pairs, ``restarts`` the IOC
+    runs that followed the first one seen, ``boots`` the boot ids in order.
     """
 
     expected: int | None = None
@@ -226,10 +243,23 @@ class LossTracker:
     repeated: int = 0
     last_seq: int | None = None
     gaps: list[tuple[int, int]] = field(default_factory=list)
+    boot: int | None = None
+    restarts: int = 0
+    boots: list[int] = field(default_factory=list)
 
     def add(self, block: Block) -> int:
         """Account for one block; return the number of new samples it brought (0 for a repeat)."""
         self.blocks += 1
+        if block.boot != self.boot:
+            if block.boot in self.boots:  # a late block of an earlier run
+                self.repeated += block.nsamp
+                return 0
+            if self.boot is not None:
+                self.restarts += 1
+                self.expected = 0
+            self.boot = block.boot
+            self.boots.append(block.boot)
+            self.last_seq = None
         if self.expected is None:
             self.expected = block.first
         if block.first > self.expected:
@@ -250,3 +280,124 @@ class LossTracker:
     def ok(self) -> bool:
         """True while no sample was lost."""
         return self.lost == 0
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """Ask the IOC run ``boot`` to publish its blocks again from sequence number ``first`` on."""
+
+    boot: int
+    first: int
+
+
+class StreamAssembler:
+    """Hand a client the blocks of one stream in sequence order, asking the IOC's history for missed ones.
+
+    :meth:`offer` takes every block received, live or replayed, and returns the blocks now ready (in order)
+    and, when a gap has just opened, the :class:`ReplayRequest` to send.  Blocks after a gap are held until
+    replayed blocks fill it, or the IOC's answer shows the missing blocks are gone (the answer to a request
+    starts after them), or ``timeout_s`` passes (:meth:`expire`; ``now`` is any monotonic clock in s, the
+    same for every call).  Then the held blocks are handed over and the gap stays for :class:`LossTracker`
+    to count as lost.
+
+    Runs: the first live block sets the run (boot id) and the first sequence number wanted (a client joining
+    mid-stream wants nothing earlier).  A block of a new run closes the old run (its held blocks are handed
+    over: a dead IOC's history died with it) and wants the new run from sequence number 0, since every sample
+    it took is acquired data.  Blocks already handed over and blocks of closed runs are dropped.
+
+    Counters: ``requests`` (replay requests made), ``recovered_blocks``/``recovered`` (blocks/samples handed
+    over from replays), ``skipped`` (blocks given up: gone from the history, timed out, or of a closed run),
+    ``duplicates`` (blocks dropped), ``expired`` (gaps given up after the timeout).
+    """
+
+    def __init__(self, timeout_s: float = 5.0):
+        if not timeout_s > 0:
+            raise ValueError(f"replay timeout must be > 0 s, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
+        self.boot: int | None = None
+        self.next_seq = 0
+        self.held: dict[int, tuple[Block, bool]] = {}
+        self.request: ReplayRequest | None = None
+        self.closed: set[int] = set()
+        self._request_t = 0.0
+        self._request_upto = -1     # newest sequence number known when the request was made
+        self._answered = False      # a block answering the current request has arrived
+        self.requests = self.recovered_blocks = self.recovered = self.skipped = 0
+        self.duplicates = self.expired = 0
+
+    @property
+    def waiting(self) -> bool:
+        """Whether blocks are held behind a gap."""
+        return bool(self.held)
+
+    def offer(self, block: Block, now: float, replayed: bool = False) -> tuple[list[Block], ReplayRequest | None]:
+        """Take one received block; return (blocks ready in order, replay request to send or None)."""
+        out = self.expire(now)
+        if block.boot != self.boot:
+            if block.boot in self.closed or (self.boot is None and replayed):
+                self.duplicates += 1
+                return out, None
+            if self.boot is None:
+                self.next_seq = block.seq
+            else:
+                out += self._flush()
+                self.closed.add(self.boot)
+                self.next_seq = 0
+            self.boot = block.boot
+        req = self.request
+        if (replayed and req is not None and not self._answered and block.boot == req.boot
+                and block.replay == req.first):
+            self._answered = True
+            if block.seq > self.next_seq:  # the answer starts here: the IOC no longer holds the blocks before
+                out += self._skip_to(block.seq)
+        if block.seq < self.next_seq or block.seq in self.held:
+            self.duplicates += 1
+        elif block.seq == self.next_seq:
+            out.append(self._take(block, replayed))
+            out += self._drain()
+        else:
+            self.held[block.seq] = (block, replayed)
+        if not self.held:
+            self.request = None
+            return out, None
+        if self.request is None or self.next_seq > self._request_upto:
+            self.request = ReplayRequest(self.boot, self.next_seq)  # a gap no request covers yet
+            self._request_t, self._request_upto, self._answered = now, max(self.held), False
+            self.requests += 1
+            return out, self.request
+        return out, None
+
+    def expire(self, now: float) -> list[Block]:
+        """Give up a gap whose replay has not come within ``timeout_s``: the held blocks, in order."""
+        if self.held and now - self._request_t > self.timeout_s:
+            self.expired += 1
+            return self._flush()
+        return []
+
+    def _take(self, block: Block, replayed: bool) -> Block:
+        self.next_seq = block.seq + 1
+        if replayed:
+            self.recovered_blocks += 1
+            self.recovered += block.nsamp
+        return block
+
+    def _drain(self) -> list[Block]:
+        out = []
+        while self.next_seq in self.held:
+            out.append(self._take(*self.held.pop(self.next_seq)))
+        return out
+
+    def _skip_to(self, seq: int) -> list[Block]:
+        """Hand over the held blocks below ``seq``; what is missing below it is gone."""
+        out = []
+        for s in sorted(k for k in self.held if k < seq):
+            self.skipped += s - self.next_seq
+            out.append(self._take(*self.held.pop(s)))
+        self.skipped += max(seq - self.next_seq, 0)
+        self.next_seq = max(self.next_seq, seq)
+        return out + self._drain()
+
+    def _flush(self) -> list[Block]:
+        out = self._skip_to(max(self.held) + 1) if self.held else []
+        self.request = None
+        return out

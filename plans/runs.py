@@ -110,7 +110,8 @@ def window_stats(radiometer: Any, d: dict[str, np.ndarray]) -> dict[str, float]:
     """Sample count, rate, window, losses and dead time (window time without a sample) of a fly scan.
 
     ``lost``: samples the IOC took that never arrived; ``index_gaps``: missing sample indices seen in the data;
-    ``ioc_restarts``: sample indices starting again (samples a dead IOC never took are not lost).
+    ``ioc_restarts``: new IOC runs (boot ids) in the data (samples a dead IOC never took are not lost);
+    ``recovered``: samples fetched again from the IOC's block history after a reconnection.
     """
     t0, t1 = radiometer.last_fly_window
     n = int(d["t"].size) if "t" in d else 0
@@ -118,10 +119,13 @@ def window_stats(radiometer: Any, d: dict[str, np.ndarray]) -> dict[str, float]:
     dur = float(t1 - t0) if t0 is not None and t1 is not None else math.nan
     dead = max(dur - n / rate, 0.0) if n and rate > 0 else dur
     idx = d.get("index", np.empty(0))
+    boot = d.get("boot", np.zeros(idx.size, dtype=np.int64))
+    same = np.diff(boot) == 0 if idx.size > 1 else np.empty(0, dtype=bool)
     step = np.diff(idx) if idx.size > 1 else np.empty(0)
     return {"t_start": t0, "t_end": t1, "duration_s": dur, "n_samples": n, "rate_hz": rate,
-            "lost": int(radiometer.lost.get()), "index_gaps": int(np.sum(step[step > 1] - 1)),
-            "ioc_restarts": int(np.sum(step < 1)), "dead_time_s": dead,
+            "lost": int(radiometer.lost.get()), "index_gaps": int(np.sum(step[same & (step > 1)] - 1)),
+            "ioc_restarts": int(np.sum(~same)), "recovered": int(getattr(radiometer, "last_fly_recovered", 0)),
+            "dead_time_s": dead,
             "dead_time_frac": dead / dur if dur and dur > 0 else math.nan}
 
 

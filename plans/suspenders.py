@@ -4,7 +4,11 @@
   resumes below a lower threshold (hysteresis), after ``sleep`` s.
 * :func:`sun_suspender` — the drive's distance from the sun (``DRV:SUN_DIST_RBV``, deg) below a floor.
 * :class:`SuspendDisconnected` / :func:`disconnect_suspenders` — a device's IOC stops answering (its
-  liveness PV disconnects); resumes when the IOC is back.
+  message PV disconnects: the IOC died or the network is down); resumes when the IOC is back, e.g. restarted
+  by the supervisor.  Its ``history`` keeps what happened, with real times: ``disconnected``/``connected``
+  as seen on the PV, ``suspended``/``resumed`` when the RunEngine actually paused and resumed the plan.
+  A radiometer fly scan loses no sample it can recover across such a suspension
+  (:mod:`devices.radiometer`: missed blocks are fetched from the IOC's history).
 
 The drive IOC enforces wind stow and sun avoidance itself; the suspenders keep a plan from failing on them
 and let it resume.  Install with ``RE.install_suspender(s)`` or :func:`install`.
@@ -12,10 +16,13 @@ and let it resume.  Install with ``RE.install_suspender(s)`` or :func:`install`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Generator, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from bluesky.suspenders import SuspendCeil, SuspenderBase, SuspendFloor
+from bluesky.utils import Msg, ensure_generator
 
 
 def wind_suspender(weather: Any, max_wind_m_s: float = 12.0, resume_m_s: float | None = None,
@@ -35,7 +42,56 @@ def sun_suspender(drive: Any, min_dist_deg: float = 25.0, resume_deg: float | No
 
 
 class SuspendDisconnected(SuspenderBase):
-    """Suspend while ``signal`` is disconnected (its IOC is down); resume when it connects again."""
+    """Suspend while ``signal`` is disconnected (its IOC is down); resume when it connects again.
+
+    ``sleep`` (real s) is the wait between the reconnection and the resumption.  ``pre_plan``/``post_plan``
+    run before suspending and before resuming, as for any bluesky suspender.  ``history`` lists
+    ``(real time, event)`` pairs: ``disconnected``, ``connected``, ``suspended``, ``resumed``.
+    """
+
+    def __init__(self, signal: Any, *, sleep: float = 0.0, pre_plan: Any = None, post_plan: Any = None,
+                 tripped_message: str = ""):
+        self.history: list[tuple[float, str]] = []
+        self._up: bool | None = None
+        self._user_plans = (pre_plan, post_plan)
+        super().__init__(signal, sleep=sleep, pre_plan=self._suspending, post_plan=self._resuming,
+                         tripped_message=tripped_message)
+
+    def __repr__(self) -> str:
+        # the base class shows pre_plan/post_plan, here bound methods of self: that would recurse
+        pre, post = self._user_plans
+        return (f"{type(self).__name__}({self._sig!r}, sleep={self._sleep}, pre_plan={pre!r}, post_plan={post!r}, "
+                f"tripped_message={self._tripped_message!r})")
+
+    def _note(self, event: str) -> None:
+        self.history.append((datetime.now(UTC).timestamp(), event))
+
+    def _suspending(self) -> Generator[Msg, Any, None]:
+        """Plan run by the RunEngine as it suspends: notes the time, then runs the given pre_plan."""
+        self._note("suspended")
+        user = self._user_plans[0]
+        if user is not None:
+            yield from ensure_generator(user() if callable(user) else user)
+
+    def _resuming(self) -> Generator[Msg, Any, None]:
+        """Plan run by the RunEngine just before it resumes: notes the time, then runs the given post_plan."""
+        self._note("resumed")
+        user = self._user_plans[1]
+        if user is not None:
+            yield from ensure_generator(user() if callable(user) else user)
+
+    def _SuspenderBase__make_event(self) -> asyncio.Event:  # noqa: N802  (replaces the base class's private step)
+        """The event the suspension waits for, made here in the caller's thread.
+
+        bluesky's own version asks the RunEngine's loop to make it and gives up after 0.1 s, raising in the
+        connection callback: while the loop is busy (writing a page of samples to the archive on a loaded
+        machine) a disconnection was then never turned into a suspension.  Since Python 3.10 an asyncio.Event
+        binds to its loop only when first awaited, so making it outside the loop is safe; it is set from the
+        loop (``call_soon_threadsafe``) as before.
+        """
+        if self._ev is None and self.RE is not None:
+            self._ev = asyncio.Event()
+        return self._ev
 
     def install(self, RE: Any, *, event_type: str | None = None) -> None:
         """Watch the signal's connection state (ophyd ``meta`` subscription)."""
@@ -43,7 +99,11 @@ class SuspendDisconnected(SuspenderBase):
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         connected = kwargs.get("connected")
-        super().__call__(bool(self._sig.connected if connected is None else connected))
+        up = bool(self._sig.connected if connected is None else connected)
+        if up != self._up and (self._up is not None or not up):  # a change (or down when installed)
+            self._note("connected" if up else "disconnected")
+        self._up = up
+        super().__call__(up)
 
     def _should_suspend(self, value: Any) -> bool:
         return not value
@@ -56,7 +116,10 @@ class SuspendDisconnected(SuspenderBase):
 
 
 def disconnect_suspenders(devices: Iterable[Any], sleep: float = 1.0) -> list[SuspendDisconnected]:
-    """One :class:`SuspendDisconnected` per device, on its message PV (monitored, so the loss is seen)."""
+    """One :class:`SuspendDisconnected` per device, on its message PV (monitored, so the loss is seen).
+
+    ``sleep``: real seconds between the IOC answering again and the plan resuming.
+    """
     return [SuspendDisconnected(dev.message, sleep=sleep) for dev in devices]
 
 

@@ -450,7 +450,7 @@ def test_drive_is_a_bluesky_movable_without_ioc():
     assert isinstance(rad, Triggerable) and isinstance(rad, Flyable) and isinstance(rad, EventPageCollectable)
     assert isinstance(cor, Triggerable) and isinstance(cor, Readable)
     assert set(rad.describe_collect()["samples"]) == {f"radiometer_{k}" for k in
-                                                      ("index", "t", "ha", "dec", "az", "el", "dvm1", "dvm2",
+                                                      ("index", "boot", "t", "ha", "dec", "az", "el", "dvm1", "dvm2",
                                                        "dvm1_raw", "dvm2_raw", "flags")}
     d = Drive("NONE:DRV:", name="drive")
     try:

@@ -316,6 +316,8 @@ def test_bad_inputs_rejected_and_old_values_kept(observatory):
         "RATE_SP": (50.0, [0.5, 2500.0, float("nan"), -1.0, "fast"]),
         "AVG_SP": (1, [0, 1001, -3]),
         "BLK_PERIOD_SP": (0.1, [0.0, 5.0, float("nan")]),
+        "HIST_LEN_SP": (600, [5, 200_000, -1, "long"]),
+        "REPLAY_SP": (0, [-1, 1_500_000_000, "all"]),
     }
     for signal, (good, bads) in cases.items():
         name = obs.pv("RAD", signal)
@@ -430,3 +432,48 @@ def test_noise_diode_step_receiver_select_and_housekeeping_inputs(observatory):
     # counts behind the divider: rail/4 on a +-10 V, 24-bit converter
     offset = get(obs.pv("RAD", "DVM1_OFS_RBV"))
     assert abs(np.mean(d[C["DVM1_RAW"]]) - offset - rail / 4 * 2**23 / 10.0) < 0.02 / 4 * 2**23 / 10
+
+
+# ---- IOC: boot id and the history of blocks for replay ----------------------------------------------
+def test_history_replays_blocks_bit_identical_and_says_what_is_gone(observatory):
+    t_start = time.time()
+    obs = observatory(["RAD"], speed=20)
+    pv = {s: obs.pv("RAD", s) for s in ("BLK_RBV", "HIST_RBV", "REPLAY_SP", "BOOT_RBV", "HIST_FIRST_RBV",
+                                        "HIST_LEN_SP")}
+    boot = int(get(pv["BOOT_RBV"]))
+    assert t_start - 60 < boot / 1e6 < time.time(), "boot id is the IOC's real start time in us"
+    live = BlockMonitor(pv["BLK_RBV"])
+    wait_for(lambda: len(live.blocks) >= 30, 30, what="30 live blocks")
+    replayed: list[blocks.Block] = []
+    hist = epics.PV(pv["HIST_RBV"], auto_monitor=True,
+                    callback=lambda value=None, **kw: replayed.append(b) if (b := blocks.try_unpack(value)) else None)
+    assert hist.wait_for_connection(5.0)
+    with live.lock:
+        k = live.blocks[-20].seq
+        assert all(b.boot == boot for b in live.blocks)
+    put(pv["REPLAY_SP"], k)
+    wait_for(lambda: len(replayed) >= 20, 10, what="20 replayed blocks")
+    time.sleep(0.3)
+    seqs = [b.seq for b in replayed]
+    assert seqs[0] == k and np.all(np.diff(seqs) == 1), f"replay of {k}: {seqs[:5]}..."
+    assert all(b.replay == k and b.boot == boot for b in replayed)
+    with live.lock:
+        by_seq = {b.seq: b for b in live.blocks}
+    for b in replayed:
+        if b.seq in by_seq:  # the same samples, bit for bit
+            assert b.first == by_seq[b.seq].first
+            np.testing.assert_array_equal(b.data, by_seq[b.seq].data)
+    # a short history: a replay from an evicted block starts at the oldest block held, saying the rest is gone
+    put(pv["HIST_LEN_SP"], 10)
+    wait_for(lambda: get(pv["HIST_FIRST_RBV"]) > k + 20, 10, what="the history to move on")
+    replayed.clear()
+    put(pv["REPLAY_SP"], k)
+    oldest = int(get(pv["HIST_FIRST_RBV"]))
+    wait_for(lambda: len(replayed) >= 10, 10, what="the short replay")
+    time.sleep(0.3)
+    assert replayed[0].seq > k and replayed[0].replay == k and len(replayed) == 10
+    assert oldest - 5 <= replayed[0].seq <= oldest
+    hist.clear_callbacks()
+    hist.disconnect()
+    live.close()
+    assert live.tracker.ok
