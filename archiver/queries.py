@@ -300,3 +300,30 @@ def run_table(run: Any, stream: str = "primary") -> Any:
     df.attrs["uid"] = run.start["uid"]
     df.attrs["stream"] = stream
     return df
+
+
+def find_quicklooks(client: Any, *, of: str | Sequence[str] | None = None, status: str | Sequence[str] | None = None,
+                    parent_plan: str | Sequence[str] | None = None, complete: bool = True, limit: int | None = None,
+                    newest_first: bool = True, **filters: Any) -> list[Any]:
+    """Quick-look runs (``plan_name="quicklook"``, see archiver/quicklook.py), newest first.
+
+    ``of``: uid(s) of the analysed runs; ``status``: ``"ok"``, ``"skipped"``, ``"failed"``; ``parent_plan``:
+    plan name(s) of the analysed runs; ``complete``: only runs whose stop document is written (a quick-look
+    run is visible from its start document on, its results a moment later); further filters as
+    :func:`find_runs` (``source``, ``project``, ``pi``, ``since``, ...).  Their results:
+    ``archiver.quicklook.quicklook_results(run)``.
+    """
+    if complete:
+        filters.setdefault("exit_status", "success")
+    if status is not None:
+        bad = {status} - QUICKLOOK_STATUSES if isinstance(status, str) else set(status) - QUICKLOOK_STATUSES
+        if bad:
+            raise ValueError(f"status: must be among {sorted(QUICKLOOK_STATUSES)}, got {sorted(bad)}")
+    where = dict(filters.pop("where", None) or {})
+    for key, value in (("quicklook_of", of), ("status", status), ("parent_plan", parent_plan)):
+        if value is not None:
+            where[key] = list(value) if isinstance(value, (list, tuple, set, frozenset)) else value
+    return find_runs(client, plan="quicklook", limit=limit, newest_first=newest_first, where=where, **filters)
+
+
+QUICKLOOK_STATUSES = frozenset({"ok", "skipped", "failed"})

@@ -12,6 +12,7 @@ The reference epoch :data:`DEMO_EPOCH` puts every demo source above 30 deg eleva
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field, replace
@@ -34,6 +35,7 @@ DEMO_AVERAGING = 10  #: radiometer raw samples per output sample (50 Hz raw -> 5
 CALIBRATOR = "PictorA"
 MASER = "OrionKL"
 PULSAR = "J0835-4510"
+PULSAR_RECEIVER = "18cm"  #: Vela's steep spectrum: brightest at the longest wavelength
 
 
 @dataclass
@@ -71,7 +73,7 @@ def demo_steps(site: Site) -> list[Step]:
              (("line_vlsr_kms", "line VLSR", "{:+.2f} km/s"), ("vlsr_catalog_kms", "catalog", "{:+.2f} km/s"),
               ("line_peak_k", "peak", "{:.2f} K"))),
         Step("pulsar", PULSAR,
-             lambda d, m: plans.pulsar_timing(d["drive"], d["pulsar_timer"], PULSAR,
+             lambda d, m: plans.pulsar_timing(d["drive"], d["pulsar_timer"], PULSAR, receiver=PULSAR_RECEIVER,
                                               instrumentation=d.get("instrumentation"), meta=m, site=site),
              (("period_s", "period", "{:.9f} s"), ("snr", "S/N", "{:.1f}"), ("toa_mjd", "TOA", "MJD {:.8f}"))),
     ]
@@ -184,16 +186,17 @@ def demo_night(state_dir: Any, *, archive_dir: str | None = None, console: Any =
         for step in steps:
             if step.uid:
                 ql = quicklook.wait_quicklook(archive.client, step.uid, timeout=60.0)
-                if ql is not None:
-                    pngs[step.uid] = str(ql.metadata["start"].get("png", ""))
+                png = str(ql.metadata["start"].get("png", "")) if ql is not None else ""
+                if png:  # shown relative to the archive directory
+                    pngs[step.uid] = os.path.relpath(png, archive.location.data_dir)
         table = Table(title="Demo night")
         for col in ("step", "source", "status", "run", "time", "results", "quick-look plot"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for row in summary_rows(steps, pngs):
             table.add_row(*row)
         console.print(table)
-        console.print(f"Archive: {archive.location.data_dir}   explore with: obsctl shell  "
-                      "(find_runs(catalog, project='demo-night'))")
+        console.print(f"Archive (plots under it): {archive.location.data_dir}\n"
+                      "Explore it with: obsctl shell   then  find_runs(catalog, project='demo-night')")
         return steps
     finally:
         worker.close()
