@@ -240,7 +240,8 @@ def test_attenuators_quadrants_and_bad_inputs(observatory):
     put(c("START_CMD"), "START")
     assert put_rejected(c("START_CMD"), "START"), "START accepted while integrating"
     assert put_rejected(c("BW_SP"), "2"), "BW_SP changed while integrating"
-    wait_for(lambda: _sts(c("DATA_RDY_STS")) == "YES", 30, what="4x512 data")
+    wait_for(lambda: _sts(c("DATA_RDY_STS")) == "YES" and get(c("NSEC_RBV")) == 4
+             and len(get(c("FREQ_AXIS"))) == 2048, 30, what="4x512 data")
     f = np.asarray(get(c("FREQ_AXIS")))
     assert get(c("NSEC_RBV")) == 4 and len(f) == 2048 and len(get(c("SPECTRUM"))) == 2048
     assert np.allclose(f[:512], f[512:1024]) and np.allclose(f[1024:1536], f[1536:])
