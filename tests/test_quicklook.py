@@ -136,7 +136,7 @@ def _fresh_process_lookup(data_dir: Path, uids: list[str]) -> dict[str, dict]:
             for uid in {uids!r}:
                 (run,) = find_quicklooks(archive.client, of=uid)
                 start = dict(run.metadata["start"])
-                out[uid] = {{"start": {{k: start[k] for k in ("status", "png", "quicklook_of", "source")}},
+                out[uid] = {{"start": {{k: start.get(k) for k in ("status", "png", "quicklook_of", "source")}},
                             "results": quicklook_results(run)}}
         json.dump(out, sys.stdout)
     """)
