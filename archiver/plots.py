@@ -36,6 +36,17 @@ def column(ds: Any, key: str) -> np.ndarray:
     return np.asarray(ds[key].values, dtype=float)
 
 
+def _first_event(run: Any, stream: str, key: str) -> np.ndarray:
+    """The value of ``key`` in the first event of ``stream`` as a float array, read as an array (a square 2-D
+    value would get duplicate dimension names in an xarray Dataset)."""
+    if stream not in list(run):
+        raise KeyError(f"run {run.metadata['start']['uid'][:8]} has no stream {stream!r}; streams: {list(run)}")
+    node = run[stream]
+    if key not in list(node):
+        raise KeyError(f"no data key {key!r} in the stream {stream!r}; keys: {sorted(node)}")
+    return np.asarray(node[key].read()[0], dtype=float)
+
+
 def achieved(run: Any) -> Results:
     """The plan's own ``achieved`` event as a plain dict (key prefix removed); empty when there is none."""
     if "achieved" not in list(run):
@@ -101,7 +112,7 @@ def annotate(ax: Any, results: Results, keys: list[str]) -> None:
     for k in keys:
         v = results.get(k)
         if isinstance(v, float):
-            lines.append(f"{k} = {v:.5g}")
+            lines.append(f"{k} = {v:.10f}" if abs(v) >= 1e4 else f"{k} = {v:.5g}")  # e.g. MJD to ~10 us
         elif v is not None:
             lines.append(f"{k} = {v}")
     ax.text(0.02, 0.97, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=8,
@@ -270,9 +281,10 @@ def stepping(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     a.plot(n, tk, "-", color="0.7")
     a.plot(n[on], tk[on], "o", color="tab:red", label="on source")
     a.plot(n[~on], tk[~on], "s", color="tab:blue", label="off source")
+    a.set_xticks(n)
     a.set_xlabel("integration")
     a.set_ylabel("T (K)")
-    a.legend(loc="lower right", fontsize=8)
+    a.legend(loc="center right", fontsize=8)
     annotate(a, res, ["ta_k", "ta_err_k", "flux_jy", "cycles"])
     return res, fig
 
@@ -293,9 +305,10 @@ def tsys_cal(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     a.plot(n, tk, "-", color="0.7")
     a.plot(n[on], tk[on], "o", color="tab:red", label=f"diode on ({diode_k:.3g} K)")
     a.plot(n[~on], tk[~on], "s", color="tab:blue", label="diode off")
+    a.set_xticks(n)
     a.set_xlabel("phase")
     a.set_ylabel("T (K)")
-    a.legend(loc="lower right", fontsize=8)
+    a.legend(loc="center right", fontsize=8)
     annotate(a, res, ["tsys_k", "tsys_err_k", "diode_k", "k_per_count"])
     return res, fig
 
@@ -376,21 +389,37 @@ def spectroscopy(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     if isinstance(cat, (int, float)):
         res["vlsr_catalog_kms"] = float(cat)
         res["vlsr_offset_kms"] = fit.centre - float(cat)
-    fig, ax = new_figure(start, height_ratios=[1, 1.4], sharex=True)
-    a, b = ax[0, 0], ax[1, 0]
+    fig, ax = new_figure(start, 2, 2, height=7.0)
+    a, b, c = _span_top(fig, ax), ax[1, 0], ax[1, 1]
     a.plot(v, s, "-", lw=0.7, color="tab:blue", label="source - reference")
     a.plot(v, base, "-", lw=1.0, color="tab:orange", label="baseline (order 2)")
     a.plot(v[~free], s[~free], ".", ms=1.5, color="tab:red", label="excluded from the baseline")
+    a.set_xlabel("V_LSR (km/s, radio)")
     a.set_ylabel("T_A (K)")
     a.legend(loc="upper right", fontsize=8)
-    b.plot(v, resid, "-", lw=0.7, color="k", label="baseline-subtracted")
-    b.plot(v[near], _gauss(v[near], fit), "-", lw=1.2, color="tab:red", label="Gaussian fit")
+    annotate(a, res, ["line_vlsr_kms", "line_peak_k", "line_fwhm_kms", "rms_k", "snr", "integral_k_kms"])
+    b.plot(v, resid, "-", lw=0.6, color="k")
     b.axhspan(-rms, rms, color="0.85", zorder=0, label="+- rms")
+    b.set_ylim(-8 * rms, 8 * rms)
+    b.set_title("baseline-subtracted, whole band (line clipped)", fontsize=9)
     b.set_xlabel("V_LSR (km/s, radio)")
     b.set_ylabel("T_A (K)")
     b.legend(loc="upper right", fontsize=8)
-    annotate(b, res, ["line_vlsr_kms", "line_peak_k", "line_fwhm_kms", "rms_k", "snr", "integral_k_kms"])
+    zoom = np.abs(v - fit.centre) <= max(6 * fit.fwhm, 10 * chan)
+    c.plot(v[zoom], resid[zoom], ".-", lw=0.6, ms=3, color="k", label="baseline-subtracted")
+    c.plot(v[zoom], _gauss(v[zoom], fit), "-", lw=1.2, color="tab:red", label="Gaussian fit")
+    c.set_title("the line", fontsize=9)
+    c.set_xlabel("V_LSR (km/s, radio)")
+    c.legend(loc="upper right", fontsize=8)
     return res, fig
+
+
+def _span_top(fig: Any, ax: Any) -> Any:
+    """Replace the top row of a 2 x 2 axes grid by one axes spanning it; return that axes."""
+    gs = ax[0, 0].get_gridspec()
+    ax[0, 0].remove()
+    ax[0, 1].remove()
+    return fig.add_subplot(gs[0, :])
 
 
 # ---- pulsar -----------------------------------------------------------------------------------------------
@@ -426,28 +455,40 @@ def pulsar_timing(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
                     "toa_mjd": float(astro.mjd(t_peak)), "period_s": period, "n_folds": int(profiles.shape[0]),
                     "nbins": nbins, "fold_snr_min": float(fold_snr.min()), "fold_snr_max": float(fold_snr.max()),
                     "off_rms_k": peak.off_rms}
-    fig, ax = new_figure(start, height_ratios=[3, 1])
-    a, b = ax[0, 0], ax[1, 0]
+    fig, ax = new_figure(start, 2, 2, height=7.0, height_ratios=[3, 2])
+    a, b, c = _span_top(fig, ax), ax[1, 0], ax[1, 1]
     phase = (np.arange(nbins) + 0.5) / nbins
+    mean = total / profiles.shape[0]
+    mean = mean - np.median(mean)
     for k, prof in enumerate(profiles):
-        a.plot(phase, fitting.shift_profile(prof, shifts[k]), "-", lw=0.6, color="0.7")
-    a.plot(phase, total, "-", lw=1.3, color="tab:blue", label=f"sum of {profiles.shape[0]} folds")
+        aligned = fitting.shift_profile(prof, shifts[k])
+        a.plot(phase, aligned - np.median(aligned), "-", lw=0.5, color="0.7", label="folds" if k == 0 else None)
+    a.plot(phase, mean, "-", lw=1.3, color="tab:blue", label=f"mean of {profiles.shape[0]} aligned folds")
     a.axvline(peak.peak_phase, color="tab:red", lw=0.8, ls="--", label="peak")
-    a.set_xlabel("pulse phase (turns)")
-    a.set_ylabel("T (K per bin)")
+    a.set_xlabel("pulse phase (turns, origin: start of the first fold)")
+    a.set_ylabel("T - off-pulse median (K)")
     a.legend(loc="upper right", fontsize=8)
     annotate(a, res, ["snr", "pulse_phase", "width_ms", "toa_mjd", "period_s"])
-    b.bar(np.arange(1, fold_snr.size + 1), fold_snr, color="tab:blue")
-    b.set_xlabel("fold")
-    b.set_ylabel("timer S/N")
+    dphase = (phase - peak.peak_phase + 0.5) % 1.0 - 0.5
+    near = np.abs(dphase) <= max(4 * peak.fwhm_phase, 8 / nbins)
+    order = np.argsort(dphase[near])
+    b.plot(1e3 * period * dphase[near][order], mean[near][order], ".-", ms=3, lw=0.8, color="tab:blue")
+    b.set_xlabel("time from the peak (ms)")
+    b.set_ylabel("T (K)")
+    b.set_title("the pulse", fontsize=9)
+    c.bar(np.arange(1, fold_snr.size + 1), fold_snr, color="tab:blue")
+    c.set_xticks(np.arange(1, fold_snr.size + 1))
+    c.set_xlabel("fold")
+    c.set_ylabel("timer S/N")
+    c.set_title("S/N of each fold", fontsize=9)
     return res, fig
 
 
 # ---- maps -------------------------------------------------------------------------------------------------
-def _gauss2d(xy: tuple[np.ndarray, np.ndarray], amp: float, x0: float, y0: float, fx: float, fy: float,
-             base: float) -> np.ndarray:
+def _gauss2d(xy: tuple[np.ndarray, np.ndarray], amp: float, x0: float, y0: float, fx: float, fy: float) -> np.ndarray:
+    """Elliptical Gaussian (axes along x and y) on a zero baseline: the grid has its baseline removed."""
     x, y = xy
-    return amp * np.exp(-fitting.FOUR_LN2 * (((x - x0) / fx) ** 2 + ((y - y0) / fy) ** 2)) + base
+    return amp * np.exp(-fitting.FOUR_LN2 * (((x - x0) / fx) ** 2 + ((y - y0) / fy) ** 2))
 
 
 def map_grid(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
@@ -455,8 +496,7 @@ def map_grid(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     source also gets a 2-D Gaussian fit of the grid (peak, position, widths, flux = peak / gain)."""
     from scipy.optimize import curve_fit
 
-    g = run_data(run, "grid")
-    xs, ys, img = column(g, "grid_x_deg")[0], column(g, "grid_y_deg")[0], column(g, "grid_t_k")[0]
+    xs, ys, img = (_first_event(run, "grid", f"grid_{k}") for k in ("x_deg", "y_deg", "t_k"))
     if img.shape != (ys.size, xs.size) or not np.isfinite(img).any():
         raise ValueError(f"map: grid of shape {img.shape} for {ys.size} x {xs.size} cells, or no finite cell")
     j, i = np.unravel_index(int(np.nanargmax(img)), img.shape)
@@ -469,7 +509,7 @@ def map_grid(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     area = float(hp.sum()) * cell * cell_y
     rx = _receiver(start, site)
     beam = site.beam_fwhm_deg(rx.freq_mhz)
-    far = np.hypot(xx - xs[i], yy - ys[j]) > max(2 * beam, math.sqrt(area / math.pi) + beam)
+    far = np.hypot(xx - xs[i], yy - ys[j]) > max(1.5 * beam, math.sqrt(area / math.pi) + beam)  # < 0.2 % of peak
     far &= np.isfinite(img)
     res: Results = {"peak_k": peak, "peak_x_deg": float(xs[i]), "peak_y_deg": float(ys[j]),
                     "centroid_x_deg": float(np.sum(w * xx) / np.sum(w)),
@@ -479,8 +519,8 @@ def map_grid(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     if start.get("plan_name") == "raster_map":
         near = np.isfinite(img) & (np.hypot(xx - xs[i], yy - ys[j]) <= 1.5 * beam)
         try:
-            popt, pcov = curve_fit(_gauss2d, (xx[near], yy[near]), img[near],
-                                   p0=[peak, xs[i], ys[j], beam, beam, 0.0], maxfev=20000)
+            popt, _ = curve_fit(_gauss2d, (xx[near], yy[near]), img[near],
+                                   p0=[peak, xs[i], ys[j], beam, beam], maxfev=20000)
             res.update(fit_peak_k=float(popt[0]), fit_x_deg=float(popt[1]), fit_y_deg=float(popt[2]),
                        fit_fwhm_x_deg=abs(float(popt[3])), fit_fwhm_y_deg=abs(float(popt[4])),
                        flux_jy=float(popt[0]) / rx.gain_k_per_jy)

@@ -26,7 +26,14 @@ from bluesky.preprocessors import run_decorator
 from archiver.archive import open_archive
 from archiver.plots import achieved
 from archiver.queries import find_quicklooks, find_runs
-from archiver.quicklook import QUICKLOOK_PLAN, attach_quicklook, quicklook_for, quicklook_results, wait_quicklook
+from archiver.quicklook import (
+    QUICKLOOK_PLAN,
+    analyse_run,
+    attach_quicklook,
+    quicklook_for,
+    quicklook_results,
+    wait_quicklook,
+)
 from devices import registry
 from obsctl.clock import ObservatoryClock
 from plans import ObsMeta, drift_scan, sky_dip, tsys_cal
@@ -43,6 +50,7 @@ META = ObsMeta(project="calibration", proposal="P2026-042", pi="A. Scientist", o
                obs_number=21, obs_class="ROP")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LATENCY_LIMIT_S = 60.0
+RATE_HZ = 10.0
 
 
 class StopWatch:
@@ -85,6 +93,9 @@ def _setup(observatory, tmp_path, devs=("DRV", "WX", "RAD", "NDI"), epoch=EPOCH)
     d = {"drive": registry.drive(site), "instrumentation": registry.instrumentation(site)}
     if "RAD" in devs:
         d["radiometer"] = registry.radiometer(site, clock=clock)
+        # 10 samples per observatory second: at 60x speed that is 600 fly samples (events) per real second, which
+        # the archive writer keeps up with (at the default 50 Hz, 3000/s, it falls behind and the scans run long)
+        d["radiometer"].rate.set(RATE_HZ).wait(10)
     for dev, factory in (("COR", registry.correlator), ("PSR", registry.pulsar_timer)):
         if dev in devs:
             d["backend"] = backend = factory(site)
@@ -243,6 +254,8 @@ def test_quicklook_of_continuum_runs(observatory, tmp_path):
         quicklook_for(archive.client, "0123456789abcdef0123456789abcdef")
     with pytest.raises(ValueError, match="uid"):
         quicklook_for(archive.client, "")
+    with pytest.raises(ValueError, match="no quick-look analysis for plan 'count'"):
+        analyse_run(archive.client[uids["count"]], site)
     with pytest.raises(KeyError, match="no stop document"):
         ql.wait("0123456789abcdef")
     ok_of = {r.metadata["start"]["quicklook_of"] for r in find_quicklooks(archive.client, status="ok", source=SOURCE)}
