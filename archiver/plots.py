@@ -257,6 +257,23 @@ def pointing_check(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     return res, fig
 
 
+def _on_off_figure(start: dict, tk: np.ndarray, on: np.ndarray, labels: tuple[str, str], xlabel: str,
+                   res: Results, keys: list[str]) -> Any:
+    """The temperature (K) of each integration of an on/off sequence, on and off marked, results annotated."""
+    fig, ax = new_figure(start, 1, 1, height=5.5)
+    a = ax[0, 0]
+    n = np.arange(tk.size)
+    a.plot(n, tk, "-", color="0.7")
+    a.plot(n[on], tk[on], "o", color="tab:red", label=labels[0])
+    a.plot(n[~on], tk[~on], "s", color="tab:blue", label=labels[1])
+    a.set_xticks(n)
+    a.set_xlabel(xlabel)
+    a.set_ylabel("T (K)")
+    a.legend(loc="center right", fontsize=8)
+    annotate(a, res, keys)
+    return fig
+
+
 def stepping(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     """On/off flux: on minus the mean of the neighbouring offs, per cycle."""
     rx = _receiver(start, site)
@@ -275,18 +292,8 @@ def stepping(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     err = float(np.std(deltas, ddof=1) / math.sqrt(len(deltas))) if len(deltas) > 1 else math.nan
     res = {"ta_k": ta, "ta_err_k": err, "flux_jy": ta / rx.gain_k_per_jy, "cycles": len(deltas),
            "gain_k_per_jy": rx.gain_k_per_jy, "off_k": float(np.mean(tk[~on]))}
-    fig, ax = new_figure(start, 1, 1, height=5.5)
-    a = ax[0, 0]
-    n = np.arange(tk.size)
-    a.plot(n, tk, "-", color="0.7")
-    a.plot(n[on], tk[on], "o", color="tab:red", label="on source")
-    a.plot(n[~on], tk[~on], "s", color="tab:blue", label="off source")
-    a.set_xticks(n)
-    a.set_xlabel("integration")
-    a.set_ylabel("T (K)")
-    a.legend(loc="center right", fontsize=8)
-    annotate(a, res, ["ta_k", "ta_err_k", "flux_jy", "cycles"])
-    return res, fig
+    return res, _on_off_figure(start, tk, on, ("on source", "off source"), "integration", res,
+                               ["ta_k", "ta_err_k", "flux_jy", "cycles"])
 
 
 def tsys_cal(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
@@ -299,18 +306,8 @@ def tsys_cal(run: Any, start: dict, site: Any) -> tuple[Results, Any]:
     res = {"tsys_k": cal.tsys_k, "tsys_err_k": cal.tsys_err_k, "diode_k": diode_k, "k_per_count": cal.k_per_count,
            "off_k": float(np.mean(tk[~on])), "on_k": float(np.mean(tk[on])), "n_on": int(on.sum()),
            "n_off": int((~on).sum())}
-    fig, ax = new_figure(start, 1, 1, height=5.5)
-    a = ax[0, 0]
-    n = np.arange(tk.size)
-    a.plot(n, tk, "-", color="0.7")
-    a.plot(n[on], tk[on], "o", color="tab:red", label=f"diode on ({diode_k:.3g} K)")
-    a.plot(n[~on], tk[~on], "s", color="tab:blue", label="diode off")
-    a.set_xticks(n)
-    a.set_xlabel("phase")
-    a.set_ylabel("T (K)")
-    a.legend(loc="center right", fontsize=8)
-    annotate(a, res, ["tsys_k", "tsys_err_k", "diode_k", "k_per_count"])
-    return res, fig
+    return res, _on_off_figure(start, tk, on, (f"diode on ({diode_k:.3g} K)", "diode off"), "phase", res,
+                               ["tsys_k", "tsys_err_k", "diode_k", "k_per_count"])
 
 
 def sky_dip(run: Any, start: dict, site: Any) -> tuple[Results, Any]:

@@ -8,7 +8,6 @@ deviation factor.
 from __future__ import annotations
 
 import math
-import threading
 import time
 
 import epics
@@ -18,7 +17,7 @@ import pytest
 from devices import registry
 from devices.common import CommandRefused
 from tests.conftest import wait_for
-from tests.helpers import check_pv_metadata, get, put, put_rejected
+from tests.helpers import Recorder, check_pv_metadata, get, put, put_rejected
 
 # documented actuator specification: travel, rate per simulated second, settling (s)
 FOCUS_RATE, TILT_RATE, SETTLE_S = 0.5, 3.0, 1.5
@@ -29,26 +28,6 @@ STATES = ["IN_POSITION", "MOVING", "SETTLING"]
 
 def _wait_state(sub, state: str, timeout: float) -> None:
     wait_for(lambda: get(sub("STATE_STS"), as_string=True) == state, timeout, what=f"SUB {state}")
-
-
-class _Monitor:
-    """(observatory timestamp, value) of every update of some PVs."""
-
-    def __init__(self, names: list[str]):
-        self.data: dict[str, list[tuple[float, object]]] = {n: [] for n in names}
-        self.lock = threading.Lock()
-        self.pvs = [epics.PV(n, callback=self._cb, form="time", auto_monitor=True) for n in names]
-        for pv in self.pvs:
-            assert pv.wait_for_connection(5.0), pv.pvname
-
-    def _cb(self, pvname=None, value=None, timestamp=None, **_):
-        with self.lock:
-            self.data[pvname].append((float(timestamp), value))
-
-    def stop(self) -> None:
-        for pv in self.pvs:
-            pv.clear_callbacks()
-            pv.disconnect()
 
 
 def test_actuators_rates_settling_limits_and_stop(observatory):
@@ -64,7 +43,7 @@ def test_actuators_rates_settling_limits_and_stop(observatory):
     _wait_state(sub, "IN_POSITION", 5)
 
     # a 6 mm focus move: MOVING for 12 s, SETTLING 1.5 s (simulated), readback ramps at the rate
-    mon = _Monitor([sub("STATE_STS"), sub("FOCUS_RBV")])
+    mon = Recorder([sub("STATE_STS"), sub("FOCUS_RBV")])
     t0 = time.monotonic()
     put(sub("FOCUS_SP"), 6.0)
     assert get(sub("STATE_STS"), as_string=True) == "MOVING"  # at once, before the put completed
