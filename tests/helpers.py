@@ -81,3 +81,22 @@ class Recorder:
         for pv in self.pvs:
             pv.clear_callbacks()
             pv.disconnect()
+
+
+def flaky_signal(name: str = "flaky") -> Any:
+    """An ophyd Signal whose connection the test switches: ``sig.set_connected(False)`` reports a disconnection
+    to its meta subscribers (as an IOC that stops answering does), ``set_connected(True)`` the reconnection."""
+    from ophyd import Signal
+
+    class FlakySignal(Signal):
+        up = True
+
+        @property
+        def connected(self) -> bool:
+            return self.up
+
+        def set_connected(self, up: bool) -> None:
+            self.up = up
+            self._run_subs(sub_type=self.SUB_META, connected=up)
+
+    return FlakySignal(name=name, value=0)

@@ -28,7 +28,7 @@ from plans import ObsMeta, cross_scan, drift_scan, pointing_check, sky_dip, step
 from plans.metadata import LOG_KEYS, start_metadata
 from plans.stubs import with_safe_cleanup
 from tests.conftest import wait_for
-from tests.helpers import get, put
+from tests.helpers import flaky_signal, get, put
 
 EPOCH = "2026-11-21T22:00:00"  # PictorA (Dec -45.8) well up at the reference site, sun down
 SPEED = 60
@@ -310,29 +310,18 @@ def test_wind_suspender_pauses_and_resumes_a_plan(observatory):
 
 
 def test_disconnect_suspender_pauses_until_the_signal_is_back():
-    from ophyd import Signal
-
     from plans.suspenders import SuspendDisconnected
 
-    class Flaky(Signal):
-        up = True
-
-        @property
-        def connected(self):
-            return self.up
-
-    sig = Flaky(name="flaky", value=0)
+    sig = flaky_signal()
     RE = RunEngine({})
     sus = SuspendDisconnected(sig)
     RE.install_suspender(sus)
 
     def flip():
         time.sleep(0.3)
-        sig.up = False
-        sig._run_subs(sub_type=sig.SUB_META, connected=False)
+        sig.set_connected(False)
         time.sleep(1.0)
-        sig.up = True
-        sig._run_subs(sub_type=sig.SUB_META, connected=True)
+        sig.set_connected(True)
 
     th = threading.Thread(target=flip, daemon=True)
     t0 = time.monotonic()

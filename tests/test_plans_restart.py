@@ -37,7 +37,7 @@ from obsctl.site import DEFAULT_SITE_FILE, load_site
 from plans import ObsMeta, drift_scan
 from plans.suspenders import disconnect_suspenders, install
 from tests.conftest import wait_for
-from tests.helpers import get
+from tests.helpers import flaky_signal, get
 
 EPOCH = "2026-11-21T22:00:00"  # PictorA (Dec -45.8) well up at the reference site, sun down
 SPEED = 60
@@ -100,14 +100,7 @@ def test_disconnect_suspender_trips_while_the_run_engine_is_busy():
 
     from plans.suspenders import SuspendDisconnected
 
-    class Flaky(Signal):
-        up = True
-
-        @property
-        def connected(self):
-            return self.up
-
-    sig = Flaky(name="flaky", value=0)
+    sig = flaky_signal()
     det = Signal(name="det", value=1.0)
     RE = RunEngine({})
     sus = SuspendDisconnected(sig, sleep=0.2)
@@ -124,11 +117,9 @@ def test_disconnect_suspender_trips_while_the_run_engine_is_busy():
     def flip():
         busy.wait(10)
         time.sleep(0.1)  # inside the slow consumer
-        sig.up = False
-        sig._run_subs(sub_type=sig.SUB_META, connected=False)
+        sig.set_connected(False)
         time.sleep(1.0)
-        sig.up = True
-        sig._run_subs(sub_type=sig.SUB_META, connected=True)
+        sig.set_connected(True)
 
     th = threading.Thread(target=flip, daemon=True)
     th.start()

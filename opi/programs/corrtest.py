@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from opi.programs import common
-from opi.programs.steps import run_steps, verdict
+from opi.programs.steps import report_dict, run_steps, verdict
 
 NAME = "corrtest"
 QUAD_KEYS = ("1x2048", "2x1024", "4x512")
@@ -109,11 +109,7 @@ class CorrReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The report with per-mode verdicts."""
-        d = asdict(self)
-        for res, out in zip(self.results, d["results"], strict=True):
-            out["ok"] = res.ok
-        d["passed"] = self.passed
-        return d
+        return report_dict(self)
 
 
 def quad_state(states: list[str], key: str) -> str:

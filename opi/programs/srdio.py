@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from opi.programs import common
-from opi.programs.steps import run_steps, verdict
+from opi.programs.steps import report_dict, run_steps, verdict
 
 NAME = "srdio"
 #: enum selects: (register name, Instrumentation component)
@@ -91,11 +91,7 @@ class SrdioReport:
 
     def as_dict(self) -> dict[str, Any]:
         """The report with per-register verdicts."""
-        d = asdict(self)
-        for res, out in zip(self.results, d["results"], strict=True):
-            out["ok"] = res.ok
-        d["passed"] = self.passed
-        return d
+        return report_dict(self)
 
 
 def _test_nd(ndi: Any, receivers: list[Any], timeout: float) -> RegisterResult:

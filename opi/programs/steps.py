@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from opi.programs import common
@@ -65,3 +65,12 @@ def _unwrap(s: Any) -> Any:
 def verdict(ok: bool | None) -> str:
     """PASS / FAIL / n/a, coloured for rich."""
     return "[dim]n/a[/]" if ok is None else ("[green]PASS[/]" if ok else "[bold red]FAIL[/]")
+
+
+def report_dict(report: Any) -> dict[str, Any]:
+    """A test report (a dataclass with ``results`` having ``ok``, and ``passed``) as a dict with every verdict."""
+    d = asdict(report)
+    for res, out in zip(report.results, d["results"], strict=True):
+        out["ok"] = res.ok
+    d["passed"] = report.passed
+    return d
