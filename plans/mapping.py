@@ -431,10 +431,7 @@ def raster_map(drive: Drive, radiometer: Radiometer, source: str, *, width_deg: 
     ``"gaussian"``, or ``"centroid"`` when the fit failed (then the peak is the grid's maximum).
     """
     _check_common(cleanup, poll_s, cell_deg, samples_per_beam)
-    try:
-        ctx = plan_context(site, receiver, instrumentation, source, meta)
-    except KeyError as err:  # an unknown source
-        raise ValueError(err.args[0] if err.args else str(err)) from None
+    ctx = plan_context(site, receiver, instrumentation, source, meta)  # ValueError for an unknown source
     beam = ctx.fwhm
     spacing = float(row_spacing_deg) if row_spacing_deg is not None else beam / 2
     geo = map_geometry(width_deg if width_deg is not None else 4 * beam,

@@ -121,9 +121,8 @@ def run_demo(RE: RunEngine, devices: dict[str, Any], site: Site, clock: Observat
         token = RE.subscribe(first_start)
         t0 = time.monotonic()
         try:
-            step.result = RE(step.make_plan(devices, replace(meta, obs_number=number))) or {}
-            if hasattr(step.result, "plan_result"):
-                step.result = step.result.plan_result or {}
+            outcome = RE(step.make_plan(devices, replace(meta, obs_number=number)))
+            step.result = getattr(outcome, "plan_result", None) or {}  # RunEngine(call_returns_result=True)
             step.status = "done"
         except Exception as err:  # noqa: BLE001  (a failed step is reported; the night goes on)
             step.status, step.error = "failed", f"{type(err).__name__}: {err}"
