@@ -185,6 +185,36 @@ def require_finite(value: Any, what: str) -> float:
     return v
 
 
+class Pacer:
+    """The sleep between the passes of a periodic IOC loop, cut short when something new is to be done.
+
+    A loop calls ``await pacer.sleep(period)`` after each pass; a putter (a rate or a command changed) or an
+    input monitor (a new drive packet) calls :meth:`wake`, and the next pass starts at once instead of at the
+    end of the period.  A wake that comes during a pass is kept: the following sleep returns at once.
+    """
+
+    #: real s a woken loop still waits, so that the putter that woke it has committed its value
+    SETTLE_S = 0.001
+
+    def __init__(self) -> None:
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Start the loop's next pass now (callable from the event loop only)."""
+        self._wake.set()
+
+    async def sleep(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (real s, <= 0: just yield) or until woken; True if woken early."""
+        if not self._wake.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), max(seconds, 1e-6))
+            except TimeoutError:
+                return False
+        self._wake.clear()
+        await asyncio.sleep(self.SETTLE_S)
+        return True
+
+
 class ObsIOC(PVGroup):
     """Base of every obsctl IOC: prefix ``SITE:DEV:``, the site, the clock and a liveness counter.
 
@@ -205,11 +235,17 @@ class ObsIOC(PVGroup):
         self.clock = clock
         self.dev = inst.dev
         self.log = logging.getLogger(f"obsctl.ioc.{inst.dev}")
+        self.pacer = Pacer()
         super().__init__(prefix=f"{site.pv_prefix}:{inst.dev}:", **kwargs)
 
     @alive.scan(period=1.0)
     async def alive(self, instance, async_lib):
         await instance.write(instance.value + 1, timestamp=self.clock.now())
+
+    async def wake_on_put(self, instance: Any, value: Any) -> Any:
+        """Putter of a setpoint the IOC's loop paces itself by (``RATE_SP``): the new value applies at once."""
+        self.pacer.wake()
+        return value
 
     async def stamp(self, pv: Any, value: Any, **metadata: Any) -> None:
         """Write ``value`` to a PV instance with an observatory-clock timestamp (skips no-op scalars)."""

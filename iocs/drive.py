@@ -359,6 +359,7 @@ class DriveIOC(ObsIOC):
     async def _unsettle(self) -> None:
         """The command changed: not on source (nor settled) until a control cycle says so."""
         self.on_since = None
+        self.pacer.wake()
         t = self.clock.now()
         for pv, v in ((self.state, self.state_name), (self.on_source, "NO"), (self.settled, "NO")):
             if pv.value != v:
@@ -415,7 +416,7 @@ class DriveIOC(ObsIOC):
         while True:
             r0 = time.monotonic()
             await self.cycle()
-            await async_lib.library.sleep(max(period - (time.monotonic() - r0), 0.2 * period))
+            await self.pacer.sleep(period - (time.monotonic() - r0))  # a new command: a cycle at once
 
     async def shutdown(self) -> None:
         """Close the weather link (called by iocs.common.serve)."""
@@ -528,6 +529,11 @@ class DriveIOC(ObsIOC):
         lst = float(self.sidereal(t))
         sun = self.sun(t)
         v_h, v_d = self.axes[0].vel, self.axes[1].vel
+        # the packet first: clients waiting for a settled position get it before the scalar readbacks
+        await self.pos_pkt.write(pack(T=t, HA_ENC=enc_h, DEC_ENC=enc_d, HA_OBS=ha_obs, DEC_OBS=dec_obs,
+                                      HA_RATE=v_h, DEC_RATE=v_d, HA_SKY=ha_sky, DEC_SKY=dec_sky,
+                                      STATE=STATES.index(self.state_name), ON_SOURCE=float(settled)),
+                                 timestamp=t)
         for pv, value in ((self.ha_app, p.ha_app), (self.dec_app, p.dec_app), (self.off_ha_rbv, p.off_ha),
                           (self.off_dec_rbv, p.off_dec), (self.ha_pm, pm_h), (self.dec_pm, pm_d),
                           (self.ha_refr, r_h), (self.dec_refr, r_d), (self.ha_cmd, p.ha_cmd),
@@ -540,10 +546,6 @@ class DriveIOC(ObsIOC):
                           (self.settled, NO_YES[settled]), (self.wx_link, "OK" if linked else "DISCONNECTED")):
             if pv.value != value:
                 await pv.write(value, timestamp=t)
-        await self.pos_pkt.write(pack(T=t, HA_ENC=enc_h, DEC_ENC=enc_d, HA_OBS=ha_obs, DEC_OBS=dec_obs,
-                                      HA_RATE=v_h, DEC_RATE=v_d, HA_SKY=ha_sky, DEC_SKY=dec_sky,
-                                      STATE=STATES.index(self.state_name), ON_SOURCE=float(settled)),
-                                 timestamp=t)
 
 
 def make_ioc(site: Site, inst: InstrumentConfig, clock: ObservatoryClock) -> DriveIOC:

@@ -60,6 +60,7 @@ class HousekeepingIOC(ObsIOC):
                        writable=True)
     rate = pv_float("RATE_SP", "Publication rate (real time)", "Hz", 1.0, lo=0.1, hi=10.0, writable=True,
                     precision=2)
+    rate.putter(ObsIOC.wake_on_put)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs):
         super().__init__(site, inst, clock, **kwargs)
@@ -71,7 +72,7 @@ class HousekeepingIOC(ObsIOC):
     async def cryo_15k(self, instance, async_lib):
         while True:
             await self.publish()
-            await async_lib.library.sleep(1.0 / self.rate.value)
+            await self.pacer.sleep(1.0 / self.rate.value)
 
     async def publish(self) -> None:
         """Advance the cryostat to now and publish every reading (sensor noise included)."""

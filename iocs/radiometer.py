@@ -7,7 +7,8 @@ positions are interpolated, never extrapolated, while the drive is alive; withou
 packets older than ``stale_real_s``) they run up to now with NaN positions and POS_STS = NO_POSITION.
 The processing chain per DVM is: ADC counts -> median filter (FILTER_SP, centred, delays the stream by
 (M-1)/2 raw samples) -> boxcar average of AVG_SP raw samples -> calibration.  Output samples go out in
-blocks (obsctl.blocks) every BLK_PERIOD_SP real seconds; global sample indices are contiguous, blocks
+blocks (obsctl.blocks) as soon as a drive packet has extended the stream, and at least every BLK_PERIOD_SP
+real seconds; global sample indices are contiguous, blocks
 longer than obsctl.blocks.MAX_SAMPLES are split.  Changing RATE/AVG/FILTER/a select or the receiver
 restarts the chain: raw samples still inside the filter/average are dropped (indices stay contiguous).
 
@@ -50,7 +51,7 @@ ACQ_CMD        acquisition command: STOP, RUN
 ACQ_STS        acquisition state: STOP, RUN
 DVM1_SEL_SP    DVM1 input select (16 inputs, obsctl.blocks.DVM_INPUTS)
 DVM2_SEL_SP    DVM2 input select
-BLK_PERIOD_SP  block publication period (real s)
+BLK_PERIOD_SP  longest real time between blocks (s); a drive packet publishes one sooner
 BOOT_RBV       boot id of this IOC run (real start time, us since 1970)
 HIST_RBV       a replayed block (obsctl.blocks layout, REPLAY set)
 REPLAY_SP      replay the history from this block sequence number on
@@ -64,6 +65,7 @@ import asyncio
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +166,8 @@ class TimedInputs:
         self.connected: dict[str, bool] = dict.fromkeys(self.names.values(), False)
         self._ctx: Context | None = None
         self._subs: list[Any] = []
+        #: called on the event loop when a drive packet arrives (the IOC publishes the samples it allows)
+        self.on_packet: Callable[[], None] | None = None
 
     async def start(self) -> None:
         """Search and subscribe; connections complete in the background."""
@@ -187,6 +191,8 @@ class TimedInputs:
         name = sub.pv.name
         if name == self.names.get("pkt"):
             self.packets.append(np.asarray(response.data, dtype=float).copy())
+            if self.on_packet is not None:
+                self.on_packet()
         elif name == self.names.get("nd"):
             ts = float(response.metadata.timestamp)
             self.nd_hist = [*self.nd_hist[-63:], (ts, float(response.data[0]))]
@@ -266,6 +272,7 @@ class RadiometerIOC(ObsIOC):
 
         self.inputs = TimedInputs(name("drive", "POS_PKT"), name("instrumentation", "ND_K_RBV"),
                                   name("instrumentation", "RX_SEL_SP"))
+        self.inputs.on_packet = self.pacer.wake
         self.sensor_pvs: dict[int, str] = {}
         kinds = {"TMS": "housekeeping", "WX": "weather"}
         for sel, spec in rsim.VOLT_INPUTS.items():
@@ -308,7 +315,7 @@ class RadiometerIOC(ObsIOC):
         while True:
             t0 = time.monotonic()
             await self.tick()
-            await async_lib.library.sleep(max(0.005, self.blk_period.value - (time.monotonic() - t0)))
+            await self.pacer.sleep(max(0.005, self.blk_period.value - (time.monotonic() - t0)))
 
     async def shutdown(self) -> None:
         """Close the client links (called by iocs.common.serve)."""

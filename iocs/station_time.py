@@ -53,6 +53,7 @@ class StationTimeIOC(ObsIOC):
                           alarm=(-10.0, 10.0), warn=(-1.0, 1.0), precision=3)
     speed = pv_float("SPEED_RBV", "Speed factor, sim s per real s", "x", lo=0, hi=10000, precision=2)
     rate = pv_float("RATE_SP", "Publication rate", "Hz", 10.0, lo=0.1, hi=50.0, writable=True, precision=1)
+    rate.putter(ObsIOC.wake_on_put)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs):
         super().__init__(site, inst, clock, **kwargs)
@@ -65,7 +66,7 @@ class StationTimeIOC(ObsIOC):
         await self.speed.write(self.clock.speed, timestamp=self.clock.now())
         while True:
             await self.publish()
-            await async_lib.library.sleep(1.0 / self.rate.value)
+            await self.pacer.sleep(1.0 / self.rate.value)
 
     async def publish(self) -> None:
         """Publish every time PV for the current instant."""

@@ -47,6 +47,7 @@ class WeatherIOC(ObsIOC):
                         lo=-1, hi=60, writable=True, precision=2)
     rate = pv_float("RATE_SP", "Publication rate (real time)", "Hz", 1.0, lo=0.1, hi=10.0, writable=True,
                     precision=2)
+    rate.putter(ObsIOC.wake_on_put)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs):
         super().__init__(site, inst, clock, **kwargs)
@@ -57,7 +58,7 @@ class WeatherIOC(ObsIOC):
     async def temp(self, instance, async_lib):
         while True:
             await self.publish()
-            await async_lib.library.sleep(1.0 / self.rate.value)
+            await self.pacer.sleep(1.0 / self.rate.value)
 
     async def publish(self) -> None:
         """Read the sensors at the current simulated instant and publish every reading."""

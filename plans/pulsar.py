@@ -37,9 +37,9 @@ from obsctl import astro
 from obsctl.catalog import Source
 from obsctl.site import Site, load_site
 from plans.metadata import ObsMeta
-from plans.runs import Plan, plan_context, run_plan
-from plans.spectral import C_KMS, backend_idle, backend_receiver, catalog_source, check_count, check_number
-from plans.stubs import go_on_source, run_command
+from plans.runs import Plan, catalog_source, check_count, check_number, plan_context, run_plan
+from plans.spectral import C_KMS
+from plans.stubs import backend_idle, backend_receiver, go_on_source, run_command
 
 NBINS_RANGE = (16, 4096)
 INT_TIME_RANGE_S = (0.1, 36000.0)

@@ -21,6 +21,7 @@ from bluesky import preprocessors as bpp
 from bluesky.utils import Msg
 
 from archiver import fitting
+from devices.drive import PKT_T, Drive
 from obsctl import astro
 from obsctl.catalog import Source, load_catalog
 from obsctl.site import ReceiverConfig, Site, load_site
@@ -170,3 +171,42 @@ UNITS = {"t_start": "s", "t_end": "s", "duration_s": "s", "rate_hz": "Hz", "dead
 def mean_temperature(d: dict[str, np.ndarray]) -> np.ndarray:
     """Mean of the two DVM channels (K)."""
     return (d["dvm1"] + d["dvm2"]) / 2.0
+
+
+def catalog_source(site: Site, name: str, kind: str) -> Source:
+    """The catalog source ``name``, which must be of ``kind`` ('maser', 'pulsar', ...); ValueError otherwise."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"source must be a catalog name, got {name!r}")
+    try:
+        src = load_catalog(site.catalog_path).get(name)
+    except KeyError as err:
+        raise ValueError(str(err.args[0])) from None
+    if src.kind != kind:
+        known = ", ".join(s.name for s in load_catalog(site.catalog_path).of_kind(kind))
+        raise ValueError(f"{src.name} is a {src.kind}, not a {kind}; catalog {kind}s: {known}")
+    return src
+
+
+def check_number(name: str, value: Any, lo: float = 0.0, strict: bool = True) -> float:
+    """``value`` as a finite float above ``lo`` (ValueError naming ``name`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or (v <= lo if strict else v < lo):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {value!r}")
+    return v
+
+
+def check_count(name: str, value: Any, lo: int = 1) -> int:
+    """``value`` as an integer >= ``lo`` (ValueError naming ``name`` otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def obs_time(drive: Drive) -> float:
+    """Observatory time (POSIX s, UTC) of the drive's newest position packet (one per control cycle)."""
+    pkt = drive.packet()
+    if pkt is None:
+        raise RuntimeError(f"{drive.name}: no position packet yet (drive IOC not answering?)")
+    return float(pkt[PKT_T])

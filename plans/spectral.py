@@ -23,7 +23,7 @@
 
 An integration still running when a plan ends early (abort) is left to finish on its own: resetting it would
 fail its trigger Status inside the run.  Plans wait for such an integration before they configure the
-correlator (:func:`backend_idle`).
+correlator (:func:`plans.stubs.backend_idle`).
 
 Units: frequencies in MHz (topocentric sky frequency unless named rest), velocities in km/s (LSR, radio
 convention), temperatures in K, angles in deg, times in s of observatory time.
@@ -31,28 +31,23 @@ convention), temperatures in K, angles in deg, times in s of observatory time.
 
 from __future__ import annotations
 
-import math
-import threading
 from collections.abc import Generator, Sequence
 from typing import Any
 
 import numpy as np
 from bluesky import plan_stubs as bps
 from bluesky.utils import Msg
-from ophyd.status import Status
-from ophyd.utils import InvalidState
 
 from archiver import fitting
-from devices.common import watch
 from devices.correlator import Correlator
-from devices.drive import PKT_T, Drive
+from devices.drive import Drive
 from devices.instrumentation import Instrumentation
 from obsctl import astro
 from obsctl.catalog import Source, load_catalog
 from obsctl.site import ReceiverConfig, Site, load_site
 from plans.metadata import ObsMeta
-from plans.runs import Plan, plan_context, run_plan
-from plans.stubs import go_on_source, record, run_command
+from plans.runs import Plan, catalog_source, check_count, check_number, obs_time, plan_context, run_plan
+from plans.stubs import backend_idle, backend_receiver, go_on_source, record
 
 C_KMS = 299_792.458
 BW_MHZ = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -60,7 +55,6 @@ NCHAN = (256, 512, 1024, 2048)
 MODES = ("position", "frequency")
 WINDOWS = ("HANN", "UNIFORM", "HAMMING")
 QUAD = "1x2048"  # one section: every lag on the one band
-RECEIVER_TIMEOUT_S = 10.0  # real s for a backend to follow the receiver select
 DOPPLER_MARGIN_KMS = 100.0  # Earth's motion (< 60 km/s w.r.t. the LSR) plus headroom, for the band checks
 REDUCED_STREAM = "reduced"
 POINTING_TOL_BEAMS = 0.25  # an integration counts if the correlator's pointing was this close to the intended one
@@ -71,91 +65,6 @@ UNITS = {"line_vlsr_kms": "km/s", "line_vlsr_err_kms": "km/s", "line_peak_k": "K
          "line_offset_channels": "channels", "freq_sp_mhz": "MHz", "freq_low_mhz": "MHz", "freq_high_mhz": "MHz",
          "freq_throw_mhz": "MHz", "doppler_kms": "km/s", "vlsr_corr_kms": "km/s", "t_mid": "s",
          "t_mid_planned": "s", "tsys_k": "K", "off_deg": "deg", "bw_mhz": "MHz", "snr": ""}
-
-
-# ---- helpers shared by the backend plans -------------------------------------------------------------------
-def catalog_source(site: Site, name: str, kind: str) -> Source:
-    """The catalog source ``name``, which must be of ``kind`` ('maser', 'pulsar', ...); ValueError otherwise."""
-    if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"source must be a catalog name, got {name!r}")
-    try:
-        src = load_catalog(site.catalog_path).get(name)
-    except KeyError as err:
-        raise ValueError(str(err.args[0])) from None
-    if src.kind != kind:
-        known = ", ".join(s.name for s in load_catalog(site.catalog_path).of_kind(kind))
-        raise ValueError(f"{src.name} is a {src.kind}, not a {kind}; catalog {kind}s: {known}")
-    return src
-
-
-def _status_when(signals: Sequence[Any], check: Any, timeout: float | None = None, what: str = "") -> Status:
-    """A Status finishing when ``check()`` holds (evaluated on every update of ``signals``).
-
-    With ``timeout`` (real s) it fails with a TimeoutError naming ``what`` if the condition never holds.
-    """
-    st = Status()
-    watch(st, signals, check)
-    if timeout is not None and not st.done:
-
-        def expire() -> None:
-            try:
-                st.set_exception(TimeoutError(f"{what}: not within {timeout:g} s"))
-            except InvalidState:  # finished meanwhile
-                pass
-
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
-        st.add_callback(lambda _st: timer.cancel())
-    return st
-
-
-def backend_receiver(backend: Any, receiver: str) -> Generator[Msg, Any, None]:
-    """Plan: wait until ``backend`` (correlator, pulsar timer) reports being fed by ``receiver`` (RX_RBV)."""
-
-    def fed() -> Status:
-        return _status_when([backend.rx], lambda: backend.rx.get() == receiver, RECEIVER_TIMEOUT_S,
-                            f"{backend.name} fed by {receiver} (RX_RBV {backend.rx.get()!r}; NDI link up?)")
-
-    yield from run_command(f"{backend.name}_receiver", fed)
-
-
-def backend_idle(backend: Any, busy: Sequence[str]) -> Generator[Msg, Any, None]:
-    """Plan: wait until ``backend``'s ``state`` is none of ``busy`` (an integration left running finishes).
-
-    A device command (re-run when the RunEngine replays a step after a suspension), so an integration that
-    the suspension interrupted is waited for before the step's own one starts.
-    """
-
-    def idle() -> Status:
-        return _status_when([backend.state], lambda: backend.state.get() not in busy)
-
-    yield from run_command(f"{backend.name}_idle", idle)
-
-
-def obs_time(drive: Drive) -> float:
-    """Observatory time (POSIX s, UTC) of the drive's newest position packet (one per control cycle)."""
-    pkt = drive.packet()
-    if pkt is None:
-        raise RuntimeError(f"{drive.name}: no position packet yet (drive IOC not answering?)")
-    return float(pkt[PKT_T])
-
-
-def check_number(name: str, value: Any, lo: float = 0.0, strict: bool = True) -> float:
-    """``value`` as a finite float above ``lo`` (ValueError naming ``name`` otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or (v <= lo if strict else v < lo):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {lo:g}, got {value!r}")
-    return v
-
-
-def check_count(name: str, value: Any, lo: int = 1) -> int:
-    """``value`` as an integer >= ``lo`` (ValueError naming ``name`` otherwise)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return int(value)
 
 
 def line_receiver(site: Site, freq_mhz: float, receiver: str | None) -> ReceiverConfig:

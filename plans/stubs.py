@@ -13,8 +13,9 @@ only stops an unfinished drive move, so this cleanup is what leaves the telescop
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,10 +23,12 @@ from bluesky import plan_stubs as bps
 from bluesky.preprocessors import finalize_wrapper
 from bluesky.utils import Msg
 from ophyd.status import Status
+from ophyd.utils import InvalidState
 
-from devices.common import ResultSignal
+from devices.common import ResultSignal, watch
 
 CLEANUP_ACTIONS = ("stop", "stow", "none")
+RECEIVER_TIMEOUT_S = 10.0  # real s for a backend to follow the receiver select
 _groups = itertools.count()
 #: commands whose Status may still be pending (ended successfully by safe_state before it stops the drive)
 _PENDING: weakref.WeakSet = weakref.WeakSet()
@@ -219,3 +222,48 @@ def _iter_payload(payload: Any) -> Iterable[dict[str, Any]]:
     if isinstance(payload, dict):
         return [payload]
     return list(payload)
+
+
+def status_when(signals: Sequence[Any], check: Any, timeout: float | None = None, what: str = "") -> Status:
+    """A Status finishing when ``check()`` holds (evaluated on every update of ``signals``).
+
+    With ``timeout`` (real s) it fails with a TimeoutError naming ``what`` if the condition never holds.
+    """
+    st = Status()
+    watch(st, signals, check)
+    if timeout is not None and not st.done:
+
+        def expire() -> None:
+            try:
+                st.set_exception(TimeoutError(f"{what}: not within {timeout:g} s"))
+            except InvalidState:  # finished meanwhile
+                pass
+
+        timer = threading.Timer(timeout, expire)
+        timer.daemon = True
+        timer.start()
+        st.add_callback(lambda _st: timer.cancel())
+    return st
+
+
+def backend_receiver(backend: Any, receiver: str) -> Generator[Msg, Any, None]:
+    """Plan: wait until ``backend`` (correlator, pulsar timer) reports being fed by ``receiver`` (RX_RBV)."""
+
+    def fed() -> Status:
+        return status_when([backend.rx], lambda: backend.rx.get() == receiver, RECEIVER_TIMEOUT_S,
+                            f"{backend.name} fed by {receiver} (RX_RBV {backend.rx.get()!r}; NDI link up?)")
+
+    yield from run_command(f"{backend.name}_receiver", fed)
+
+
+def backend_idle(backend: Any, busy: Sequence[str]) -> Generator[Msg, Any, None]:
+    """Plan: wait until ``backend``'s ``state`` is none of ``busy`` (an integration left running finishes).
+
+    A device command (re-run when the RunEngine replays a step after a suspension), so an integration that
+    the suspension interrupted is waited for before the step's own one starts.
+    """
+
+    def idle() -> Status:
+        return status_when([backend.state], lambda: backend.state.get() not in busy)
+
+    yield from run_command(f"{backend.name}_idle", idle)

@@ -236,6 +236,15 @@ def test_drive_set_settles_on_source_and_refusals_fail_with_reason(observatory):
     pkt = drive.packet()
     ha_app, _ = _apparent_hadec(src.coord, pkt[0], site)
     assert abs(pkt[3] - 0.2 - ha_app) < 2 * site.mount.on_source_tolerance_deg
+    # tracking the source already tracked: only the offsets move (TRACK is not re-commanded)
+    target_ts = drive.target.fresh()[1]
+    st = drive.track(src.name, off_ha=0.0, off_dec=0.05)
+    st.wait(30)
+    assert st.command.endswith("(offsets)") and drive.target.fresh()[1] == target_ts
+    pkt = drive.packet()
+    ha_app, dec_app = _apparent_hadec(src.coord, pkt[0], site)
+    assert pkt[10] == 1.0 and abs(pkt[4] - 0.05 - dec_app) < 2 * site.mount.on_source_tolerance_deg
+    assert abs(pkt[3] - ha_app) < 2 * site.mount.on_source_tolerance_deg
     drive.track(src.name, off_ha=0.0, off_dec=0.0).wait(30)
 
     # a plan that fails during a slew: the RunEngine's stop(success=True) stops the drive that is moving
