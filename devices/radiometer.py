@@ -199,6 +199,8 @@ class Radiometer(ObsDevice):
     hist_len = Cpt(Setpoint, "HIST_LEN_SP", kind=Kind.config)
     # step-scan results (soft, time-stamped with the mean sample time)
     integration_time = Cpt(ResultSignal, value=1.0, units="s", kind=Kind.config)
+    #: observatory time (s) at which the next fly window ends at the latest (NaN: at complete()); kickoff takes it
+    fly_end = Cpt(ResultSignal, value=math.nan, units="s", kind=Kind.omitted)
     dvm1 = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.hinted)
     dvm2 = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.hinted)
     dvm1_std = Cpt(ResultSignal, value=math.nan, units="K", kind=Kind.normal)
@@ -353,12 +355,23 @@ class Radiometer(ObsDevice):
 
     # ---- fly scans -----------------------------------------------------------------------------
     def kickoff(self) -> StatusBase:
-        """Start keeping every sample from now on (the acquisition is switched on if it was stopped)."""
+        """Start keeping every sample from now on (the acquisition is switched on if it was stopped).
+
+        With ``fly_end`` set (observatory s), the window ends there at the latest, however late complete() comes.
+        """
         status = DeviceStatus(self)
         if self.acq_sts.get() != "RUN":
             self.acq_cmd.checked_put("RUN")
+        end = float(self.fly_end.get())
+        self.fly_end.put(math.nan)
+        start = self._now()
+        duration = None
+        if math.isfinite(end) and start is not None:
+            duration = end - start
+            if duration <= 0:
+                raise ValueError(f"{self.fly_end.name} {end:.3f} is not after now ({start:.3f}, observatory s)")
         with self._lock:
-            self._fly = _Window(self._now(), None, self.max_fly_samples)
+            self._fly = _Window(start, duration, self.max_fly_samples)
             self._fly_lost0 = self.total_lost
             self._fly_recovered0 = self.assembler.recovered
             self._fly_status = None
@@ -366,7 +379,7 @@ class Radiometer(ObsDevice):
         return status
 
     def complete(self) -> DeviceStatus:
-        """End the fly window now; done once every sample up to now has arrived."""
+        """End the fly window now (or at its planned end); done once every sample up to then has arrived."""
         status = DeviceStatus(self)
         with self._lock:
             if self._fly is None:
@@ -375,6 +388,8 @@ class Radiometer(ObsDevice):
             if now is None:  # no clock: end at the newest sample received
                 b = self.last_block
                 now = float(b.col("T")[-1]) + 0.5 / b.rate_hz if b is not None and b.nsamp else -math.inf
+            if self._fly.t_end is not None:  # a planned end (fly_end): never later than that
+                now = min(now, self._fly.t_end)
             self._fly.close_at(now)
             self._fly_status = status
             b = self.last_block

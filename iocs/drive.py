@@ -69,6 +69,10 @@ Behaviour
 - Watchdog (real time) while SLEWING, TRACKING, SCANNING, STOWING or moving to a DRIFT park point.  A wind
   stow is the drive's own action: no watchdog, and only STOP/STOW are accepted until the wind has stayed
   below 80 % of wind_stow_m_s for ``inst.options["wind_clear_s"]`` sim s (default 300).
+- Control cycles run every 1/control_rate_hz real s, at once when a command or an offset is written, and
+  when the settle time of an axis pair on source runs out.  "On source" starts at the instant the axes came
+  within on_source_tolerance_deg of the command (found from the exact kinematics between cycles), so
+  SETTLED_STS and the packet's ON_SOURCE say YES in the first cycle after that instant + settle_time_s.
 - The drive starts STOPPED at the stow position.  Encoders carry white noise (encoder_noise_deg) and a
   smooth wind-buffeting error (~1 mdeg rms at 10 m/s, growing as wind^2; none when stowed).
 """
@@ -114,6 +118,7 @@ STATES = ["STOPPED", "SLEWING", "TRACKING", "DRIFTING", "SCANNING", "STOWING", "
 LIMITS = ["OK", "HA_LOW", "HA_HIGH", "DEC_LOW", "DEC_HIGH", "HORIZON", "SUN"]
 ON_SOURCE_STATES = {"TRACKING", "SCANNING", "DRIFTING", "PARKED", "STOWED"}
 NO_YES = ["NO", "YES"]
+SETTLE_MARGIN_S = 0.001  # real s a settle-time wake comes late, so that the cycle it runs finds the drive settled
 _I32 = 2**31 - 1
 
 
@@ -215,12 +220,14 @@ class DriveIOC(ObsIOC):
                       EncoderNoise(seed, "drv_enc_dec2", sigma))
         self.t = clock.now()
         self.dt_last = 0.0
+        self.last_step: tuple | None = None  # (t0, dt, axes at t0, command at t0, at t0 + dt)
         self._cache: tuple[Any, float, Pointing] | None = None
         self.goal: Any = self._stop_goal(self.t, "startup")
         self.cur = self.goal.at(self.t)
         self.arrived = True
         self.state_name = "STOPPED"
         self.on_since: float | None = None
+        self.settle_due: float | None = None  # observatory time a settled cycle is due (s)
         self.last_beat = time.monotonic()
         self.wind_low_since: float | None = None
         self.wind_clear_s = float(inst.options.get("wind_clear_s", 300.0))
@@ -243,9 +250,37 @@ class DriveIOC(ObsIOC):
             return
         c0 = self._eval(self.goal, self.t)
         c1 = self._eval(self.goal, t)
+        self.last_step = (self.t, dt, [ax.copy() for ax in self.axes], c0, c1)
         done_h = self.axes[0].step(dt, c0.ha_cmd, (c1.ha_cmd - c0.ha_cmd) / dt)
         done_d = self.axes[1].step(dt, c0.dec_cmd, (c1.dec_cmd - c0.dec_cmd) / dt)
         self.t, self.dt_last, self.cur, self.arrived = t, dt, c1, done_h and done_d
+
+    def entry_time(self, tol: float) -> float:
+        """When, during the last :meth:`advance`, both axes came within ``tol`` (deg) of their command (s).
+
+        The kinematics are exact, so the instant is found by bisection on copies of the axes (to 1/1000 of
+        the step): the servo judges "on source" continuously, not only at the control cycles that publish it.
+        """
+        if self.last_step is None:
+            return self.t
+        t0, dt, axes0, c0, c1 = self.last_step
+        cmds = ((c0.ha_cmd, c1.ha_cmd), (c0.dec_cmd, c1.dec_cmd))
+
+        def within(h: float) -> bool:
+            for ax0, (a0, a1) in zip(axes0, cmds, strict=True):
+                ax, rate = ax0.copy(), (a1 - a0) / dt
+                ax.step(h, a0, rate)
+                if abs(a0 + rate * h - ax.pos) >= tol:
+                    return False
+            return True
+
+        lo, hi = 0.0, dt
+        if within(lo):
+            return t0
+        for _ in range(10):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if within(mid) else (mid, hi)
+        return t0 + hi
 
     def _stop_goal(self, t: float, why: str) -> FixedGoal:
         b = self.corr.believed(self.axes[0].stop_point(), self.axes[1].stop_point(), t)
@@ -416,7 +451,10 @@ class DriveIOC(ObsIOC):
         while True:
             r0 = time.monotonic()
             await self.cycle()
-            await self.pacer.sleep(period - (time.monotonic() - r0))  # a new command: a cycle at once
+            wait = period - (time.monotonic() - r0)
+            if self.settle_due is not None:
+                wait = min(wait, (self.settle_due - self.clock.now()) / self.clock.speed + SETTLE_MARGIN_S)
+            await self.pacer.sleep(wait)  # a new command: a cycle at once
 
     async def shutdown(self) -> None:
         """Close the weather link (called by iocs.common.serve)."""
@@ -523,8 +561,10 @@ class DriveIOC(ObsIOC):
         if not on:
             self.on_since = None
         elif self.on_since is None:
-            self.on_since = t
+            self.on_since = min(self.entry_time(tol), t)
         settled = bool(on and t - self.on_since >= m.settle_time_s)
+        # on source but not settled yet: the next cycle comes when the settle time is over
+        self.settle_due = self.on_since + m.settle_time_s if on and not settled else None
         az, el = hadec_to_azel(ha_obs, dec_obs, self.lat)
         lst = float(self.sidereal(t))
         sun = self.sun(t)

@@ -91,9 +91,12 @@ def drift_scan(drive: Drive, radiometer: Radiometer, source: str, *, lead_deg: f
         t_transit = now + ahead / SIDEREAL
         into: dict[str, list] = {}
 
+        t_end = t_transit + (t_transit - now)  # symmetric about the transit
+
         def fly() -> Generator[Msg, Any, None]:
+            yield from bps.mv(radiometer.fly_end, t_end)  # the window ends there even if the loop lags
             yield from bps.kickoff(radiometer, wait=True)
-            yield from fly_while(radiometer, clock, into, until_t=t_transit + (t_transit - now), poll_s=poll_s)
+            yield from fly_while(radiometer, clock, into, until_t=t_end, poll_s=poll_s)
             yield from bps.complete(radiometer, wait=True)
             yield from collect_samples(radiometer, into)
 
