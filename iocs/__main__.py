@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from iocs.autosave import Autosave
 from iocs.common import build_iocs, serve
 from obsctl.clock import ObservatoryClock
 from obsctl.site import SiteError, load_site
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--site", default=None, help="site file (default: the reference site)")
     ap.add_argument("--prefix", default=None, help="override the site's PV prefix")
     ap.add_argument("--pv-list", default=None, help="write the served PV names to this JSON file")
+    ap.add_argument("--autosave", default=None, metavar="DIR",
+                    help="keep each IOC's settings in DIR/<DEV>.json across restarts (iocs.autosave)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             site = site.with_overrides(pv_prefix=args.prefix)
         clock = ObservatoryClock.from_env()
         iocs = build_iocs(site, args.devs, clock)
+        for ioc in iocs:
+            ioc.autosave = Autosave(args.autosave, ioc.dev) if args.autosave else None
     except (SiteError, KeyError, ValueError) as err:
         print(f"iocs: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from caproto.asyncio.server import start_server
 from caproto.server import PVGroup, pvproperty
 from caproto.server.server import PvpropertyDouble, PvpropertyEnum, PvpropertyInteger, PvpropertyString
 
+from iocs.autosave import Autosave
 from obsctl.clock import ObservatoryClock
 from obsctl.site import InstrumentConfig, Site
 
@@ -225,6 +226,9 @@ class ObsIOC(PVGroup):
     type_map = {**PVGroup.type_map, ChannelType.DOUBLE: _Double, ChannelType.LONG: _Long,
                 ChannelType.ENUM: _Enum, ChannelType.STRING: _String}
 
+    #: setpoints kept across restarts when the IOC has an autosave directory (iocs.autosave), names without prefix
+    AUTOSAVE: tuple[str, ...] = ()
+
     alive = pv_int("ALIVE_RBV", "IOC liveness counter, +1 per real s", "count")
     sim_mode = pv_enum("SIM_STS", "Backend behind these PVs", ["SIMULATION", "HARDWARE"])
     message = pv_str("MSG_RBV", "Last message or rejection reason")
@@ -236,11 +240,27 @@ class ObsIOC(PVGroup):
         self.dev = inst.dev
         self.log = logging.getLogger(f"obsctl.ioc.{inst.dev}")
         self.pacer = Pacer()
+        self.autosave: Autosave | None = None  # set by the IOC runner when given an autosave directory
+        self._autosave_task: asyncio.Task | None = None
         super().__init__(prefix=f"{site.pv_prefix}:{inst.dev}:", **kwargs)
 
     @alive.scan(period=1.0)
     async def alive(self, instance, async_lib):
         await instance.write(instance.value + 1, timestamp=self.clock.now())
+
+    async def restore_settings(self) -> list[str]:
+        """Write back the autosaved ``AUTOSAVE`` setpoints and keep saving them (after the power-on defaults).
+
+        Returns the names restored ([] without an autosave directory).
+        """
+        if self.autosave is None or not self.AUTOSAVE:
+            return []
+        pvs = {name: self.pvdb[self.prefix + name] for name in self.AUTOSAVE}
+        done = await self.autosave.restore(pvs)
+        if done:
+            await self.say(f"restored {len(done)} saved settings")
+        self._autosave_task = asyncio.create_task(self.autosave.run(pvs))
+        return done
 
     async def wake_on_put(self, instance: Any, value: Any) -> Any:
         """Putter of a setpoint the IOC's loop paces itself by (``RATE_SP``): the new value applies at once."""

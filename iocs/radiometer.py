@@ -247,6 +247,8 @@ class RadiometerIOC(ObsIOC):
                              writable=True)
     sel2 = pv_enum("DVM2_SEL_SP", "DVM2 input select", blocks.INPUT_LABELS, blocks.INPUT_LABELS[1],
                              writable=True)
+    AUTOSAVE = ("RATE_SP", "AVG_SP", "FILTER_SP", "DVM1_SEL_SP", "DVM2_SEL_SP", "BLK_PERIOD_SP", "HIST_LEN_SP")
+
     blk_period = pv_float("BLK_PERIOD_SP", "Block publication period (real time)", "s", 0.1, lo=0.02,
                                     hi=2.0, writable=True, precision=3)
     boot = pv_float("BOOT_RBV", "Boot id: start of this IOC run (real)", "us", precision=0)
@@ -308,6 +310,7 @@ class RadiometerIOC(ObsIOC):
         for pv, value in ((self.hist_len, int(self.history_blocks)), *self.power_on.items()):
             if pv.value != value:
                 await pv.write(value, timestamp=self.clock.now())
+        await self.restore_settings()
         now = np.array([self.clock.now()])  # warm astropy up (~1.5 s) off the event loop, before sampling
         rx = self.site.receivers[self.rx_default]
         await asyncio.to_thread(self.radio.sky.system_temperature, np.zeros(1), np.full(1, self.site.latitude_deg),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,7 +130,8 @@ class Supervisor:
 
     def _spawn(self, name: str) -> None:
         spec = next(p for p in self.state.processes if p.name == name)
-        args = [*spec.devs, "--prefix", self.state.prefix, "--pv-list", str(self.state_dir / f"pvs-{name}.json")]
+        args = [*spec.devs, "--prefix", self.state.prefix, "--pv-list", str(self.state_dir / f"pvs-{name}.json"),
+                "--autosave", str(self.state_dir / "autosave")]
         if self.state.site_file:
             args += ["--site", self.state.site_file]
         proc = ForkedIOC(args, self.state.server_env(spec), self.state_dir / f"ioc-{name}.log")
@@ -145,6 +147,9 @@ class Supervisor:
         self.state.supervisor_pid = os.getpid()
         self.state.save(self.state_dir)
         log_event(self.state_dir, f"observatory up: supervisor pid {os.getpid()}, clock {self.state.clock}")
+        # settings are kept across restarts of an IOC while the observatory is up; a new start begins from
+        # the site's defaults
+        shutil.rmtree(self.state_dir / "autosave", ignore_errors=True)
         self._spawn_repeater()
         warm_up(self.state.site_file)
         for spec in self.state.processes:

@@ -477,3 +477,47 @@ def test_history_replays_blocks_bit_identical_and_says_what_is_gone(observatory)
     hist.disconnect()
     live.close()
     assert live.tracker.ok
+
+
+def test_settings_survive_a_restart_through_autosave(observatory):
+    """RAD's settings are written to the autosave file and come back when the supervisor restarts the IOC."""
+    import json
+    import os
+    import signal
+
+    from obsctl import launcher
+
+    obs = observatory(["RAD"], speed=60.0, epoch="2026-11-21T20:00:00")
+    rad = lambda sig: obs.pv("RAD", sig)  # noqa: E731
+    settings = {"RATE_SP": 40.0, "AVG_SP": 4, "FILTER_SP": "MEDIAN5", "DVM1_SEL_SP": "RCP total power",
+                "BLK_PERIOD_SP": 0.2}
+    for sig, value in settings.items():
+        put(rad(sig), value)
+    saved = obs.state_dir / "autosave" / "RAD.json"
+    wait_for(lambda: saved.exists() and json.loads(saved.read_text())["AVG_SP"] == 4, 10, what="RAD autosave")
+    assert json.loads(saved.read_text())["FILTER_SP"] == "MEDIAN5"
+    proc = next(p for p in launcher.ObservatoryState.load(obs.state_dir).processes if "RAD" in p.devs)
+    boot = get(rad("BOOT_RBV"))
+    os.kill(proc.pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        try:
+            return epics.caget(rad("BOOT_RBV"), timeout=1.0, use_monitor=False) not in (None, boot)
+        except epics.ca.ChannelAccessGetFailure:  # the old circuit is still going down
+            return False
+
+    wait_for(restarted, 60, poll=0.2, what="the supervisor restarting RAD")
+    wait_for(lambda: get(rad("AVG_SP")) == 4, 20, what="RAD's saved settings restored")
+    for sig, value in settings.items():
+        got = get(rad(sig), as_string=isinstance(value, str))
+        assert got == value, (sig, got, value)
+    ioc_log = (obs.state_dir / f"ioc-{proc.name}.log").read_text()
+    assert f"restored {len(json.loads(saved.read_text()))} saved settings" in ioc_log
+
+    # a file the IOC cannot read is set aside, and the IOC starts from the site's defaults
+    from iocs.autosave import Autosave
+
+    bad = Autosave(obs.state_dir / "scratch", "XX")
+    bad.path.parent.mkdir()
+    bad.path.write_text("{not json")
+    assert bad.load() == {} and bad.path.with_suffix(".bad").exists() and not bad.path.exists()
