@@ -319,7 +319,7 @@ def settle_latency(RE: Any, site: Any, clock: Any, drive: Any, args: argparse.Na
           f"{ms(med(lags))} (median of {len(lags)}, p90 {ms(pct(lags, 90))})")
     print(f"   latency less kinematics {ms(over_kin)}; less time-to-tolerance and settle time {ms(over)} "
           f"(goal <= {ms(goal)})")
-    print(f"   go_on_source (TRACK re-commanded with the new offset, RunEngine call): median {ms(med(stub))}, "
+    print(f"   go_on_source (the source already tracked: offsets only; RunEngine call): median {ms(med(stub))}, "
           f"p90 {ms(pct(stub, 90))}")
     return [Figure("offset step -> settled (drive.off_dec.set)", ms(lat)),
             Figure("  IOC part / packet delivery + device part", f"{ms(med(ioc))} / {ms(med(client))}"),

@@ -21,8 +21,13 @@ blocks (a reconnection after a network drop or after this IOC restarted) fetches
 (devices.radiometer, obsctl.blocks.StreamAssembler).  The history lives in this process: blocks of an
 earlier run of the IOC are gone with it.
 
-Site options (``[[instruments]] options`` of RAD) set the power-on settings, which a restarted IOC comes back
-with: ``rate_hz`` (RATE_SP), ``avg`` (AVG_SP), ``history_blocks`` (HIST_LEN_SP), ``history_mb``.
+Site options (``[[instruments]] options`` of RAD) set the power-on settings: ``rate_hz`` (RATE_SP), ``avg``
+(AVG_SP), ``history_blocks`` (HIST_LEN_SP), ``history_mb``.  Settings written over CA are kept across a
+restart of the IOC (``AUTOSAVE``, iocs.autosave).
+
+When the site has a subreflector (SUB), the sky signal goes through its optics: the source's contribution is
+scaled by ``SUB:GAIN_FACTOR_RBV`` (defocus) and the beam looks ``SUB:BEAM_DX_RBV``/``BEAM_DY_RBV`` away from the
+drive's position (tilts); perfect optics while SUB is not reachable.
 
 PVs (prefix ``SITE:RAD:``)
 ---------------------------
@@ -84,6 +89,7 @@ from obsctl.site import InstrumentConfig, Site
 FILTERS = ("NONE", "MEDIAN3", "MEDIAN5")
 MEDIAN_LEN = {"NONE": 1, "MEDIAN3": 3, "MEDIAN5": 5}
 ACQ = ("STOP", "RUN")
+OPTICS = ("GAIN_FACTOR", "BEAM_DX", "BEAM_DY")  # SUB readbacks (with _RBV) the sky signal goes through
 SLEWING_STATES = (1, 5)           # DRV:STATE_STS indices SLEWING, STOWING
 MAX_RAW_PER_TICK = 200_000        # bound on one tick's work; the rest follows next tick (nothing skipped)
 AND_FLAGS = blocks.FLAG_POS_VALID | blocks.FLAG_ON_SOURCE  # must hold for every raw sample of an average
@@ -283,7 +289,9 @@ class RadiometerIOC(ObsIOC):
                 full = name(kinds[dev], signal)
                 if full:
                     self.sensor_pvs[sel] = full
-        self.sensors = CALink(sorted(set(self.sensor_pvs.values())))
+        #: the subreflector's effect on the beam (gain factor, beam shift along HA and Dec), when there is a SUB
+        self.optics_pvs = [pv for pv in (name("subreflector", f"{sig}_RBV") for sig in OPTICS) if pv]
+        self.sensors = CALink(sorted(set(self.sensor_pvs.values()) | set(self.optics_pvs)))
         self.track = PositionTrack(maxlen=512)
         self.settings: Settings | None = None
         self.pipeline = SamplePipeline()
@@ -368,19 +376,27 @@ class RadiometerIOC(ObsIOC):
             pos = self.track.at(t)
             nd = self.inputs.nd_at(t)
             hk = {sel: self.sensors.get(pv) for sel, pv in self.sensor_pvs.items()}
-            out, tsys = await asyncio.to_thread(self._acquire, st, k0, t, pos, nd, hk)
+            out, tsys = await asyncio.to_thread(self._acquire, st, k0, t, pos, nd, hk, self.optics())
             self.k_next = k0 + n
             self.t_last = float(t[-1])
             self.tsys_acc.append(tsys)
             await self._publish(st, out, now)
 
+    def optics(self) -> tuple[float, float, float]:
+        """The subreflector's gain factor and beam shift (deg) now; perfect optics without a SUB link."""
+        values = [self.sensors.get(pv) for pv in self.optics_pvs]
+        if len(values) != len(OPTICS) or any(v is None or not math.isfinite(float(v)) for v in values):
+            return (1.0, 0.0, 0.0)
+        gain, dx, dy = (float(v) for v in values)
+        return (gain, dx, dy)
+
     def _acquire(self, st: Settings, k0: int, t: np.ndarray, pos: dict[str, np.ndarray], nd: np.ndarray,
-                 hk: dict[int, Any]) -> tuple[np.ndarray, float]:
+                 hk: dict[int, Any], optics: tuple[float, float, float]) -> tuple[np.ndarray, float]:
         """Raw samples k0.. (worker thread): physics, ADC, chain. Returns (output rows, mean Tsys K)."""
         n = t.size
         rx = self.site.receivers[st.rx]
         weather = rsim.weather_at(float(t[n // 2]), self.radio.seed)
-        sky = self.radio.sky_temperature(t, pos["HA_SKY"], pos["DEC_SKY"], rx, weather, st.rate)
+        sky = self.radio.sky_temperature(t, pos["HA_SKY"], pos["DEC_SKY"], rx, weather, st.rate, optics)
         meas = self.radio.measure(t, k0, st.rate, sky["total"], nd, rx)
         flags = np.zeros(n, dtype=np.int64)
         flags |= np.where(np.isfinite(pos["HA_OBS"]) & np.isfinite(pos["DEC_OBS"]), blocks.FLAG_POS_VALID, 0)

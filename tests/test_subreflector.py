@@ -185,3 +185,61 @@ def test_device_positioner_and_scan(observatory):
     assert foci == pytest.approx([-1.0, 1.0, 3.0], abs=0.02)
     gains = [e["data"]["subreflector_gain"] for e in events]
     assert gains[1] > gains[0] and gains[1] > gains[2]  # closest to the best focus (1.8 mm)
+
+
+def test_radiometer_sees_the_focus_and_the_tilts(observatory):
+    """RAD's sky signal goes through the subreflector: defocus scales a calibrator's deflection by
+    GAIN_FACTOR_RBV, a tilt moves the beam off the source, and a drive offset of the opposite sign brings the
+    full deflection back."""
+    from obsctl.catalog import load_catalog
+    from obsctl.clock import ObservatoryClock
+    from obsctl.sky import beam_response
+
+    obs = observatory(["DRV", "RAD", "NDI", "SUB"], speed=60, epoch="2026-11-21T22:00:00")
+    site = obs.site
+    clock = ObservatoryClock.from_env({"OBSCTL_CLOCK": obs.state.clock})
+    sub = lambda sig: obs.pv("SUB", sig)  # noqa: E731
+    rx = site.receivers[-2]  # a short wavelength: the defocus loss is large
+    put(obs.pv("NDI", "RX_SEL_SP"), rx.name)
+    wait_for(lambda: get(sub("RX_RBV")) == rx.name and get(obs.pv("RAD", "RX_RBV")) == rx.name, 10,
+             what=f"SUB and RAD on {rx.name}")
+    best = float(site.instrument("SUB").options["best_focus_mm"])
+    put(sub("FOCUS_SP"), best)
+    _wait_state(sub, "IN_POSITION", 20)
+    src = load_catalog(site.catalog_path).get("PictorA")
+    fwhm = site.beam_fwhm_deg(rx.freq_mhz)
+    drive = registry.drive(site)
+    rad = registry.radiometer(site, clock=clock)
+    rad.integration_time.put(4.0)
+
+    def deflection(off_ha: float = 0.0) -> float:
+        """On minus off source (K, DVM1 = LCP), off 5 beams in Dec."""
+        out = []
+        for off_dec in (0.0, 5 * fwhm):
+            drive.track(src.name, off_ha=off_ha, off_dec=off_dec).wait(60)
+            time.sleep(0.2)  # the newest optics readbacks reach RAD
+            rad.trigger().wait(30)
+            out.append(float(rad.dvm1.get()))
+        return out[0] - out[1]
+
+    full = deflection()
+    put(sub("FOCUS_SP"), best + 12.0)
+    _wait_state(sub, "IN_POSITION", 30)
+    gain = get(sub("GAIN_FACTOR_RBV"))
+    defocused = deflection()
+    put(sub("FOCUS_SP"), best)
+    put(sub("TILTX_SP"), 30.0)
+    _wait_state(sub, "IN_POSITION", 30)
+    dx = get(sub("BEAM_DX_RBV"))  # deg along HA, true angle
+    tilted = deflection()
+    cos_dec = math.cos(math.radians(src.dec_deg))
+    compensated = deflection(off_ha=-dx / cos_dec)
+    expected_tilt = float(beam_response(abs(dx), fwhm))
+    print(f"\n{rx.name}: deflection {full:.4f} K; focus +12 mm: x{defocused / full:.4f} (gain factor {gain:.4f}); "
+          f"tilt X 30': beam {dx * 3600:.0f}\" = {abs(dx) / fwhm:.2f} beam, x{tilted / full:.4f} "
+          f"(beam {expected_tilt:.4f}); drive offset back: x{compensated / full:.4f}")
+    assert full > 0.2
+    assert gain < 0.95 and defocused / full == pytest.approx(gain, abs=0.03)
+    assert 0.2 < expected_tilt < 0.9 and tilted / full == pytest.approx(expected_tilt, abs=0.03)
+    assert compensated / full == pytest.approx(1.0, abs=0.03)
+    drive.halt().wait(30)

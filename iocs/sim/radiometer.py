@@ -149,21 +149,28 @@ class Radiometer:
         self._drift = normals(self.seed + 1, rate_hz, k0, 1)[0, 2:4]
 
     def sky_temperature(self, t: np.ndarray, ha_sky: np.ndarray, dec_sky: np.ndarray, rx: ReceiverConfig,
-                        weather: Weather, rate_hz: float) -> dict[str, np.ndarray | float]:
+                        weather: Weather, rate_hz: float,
+                        optics: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> dict[str, np.ndarray | float]:
         """Noise-free system temperature (K) without diode, on a decimated grid interpolated to ``t``.
 
-        NaN positions (no drive) read the zenith sky.  ``rate_hz`` is the sample rate of ``t``.
-        Returns ``total``, ``elevation`` and ``tau_zenith``.
+        NaN positions (no drive) read the zenith sky.  ``rate_hz`` is the sample rate of ``t``.  ``optics`` is
+        the subreflector's effect (SUB IOC): gain relative to perfect focus, which scales the source's
+        contribution, and the beam's displacement along HA (true angle) and Dec (deg), which moves where the
+        beam looks.  Returns ``total``, ``elevation`` and ``tau_zenith``.
         """
         t = np.asarray(t, dtype=float)
         n = t.size
         if n == 0:
             return {"total": np.empty(0), "elevation": np.empty(0), "tau_zenith": float("nan")}
-        ha = np.where(np.isfinite(ha_sky), ha_sky, 0.0)
+        gain, dx, dy = optics
         dec = np.where(np.isfinite(dec_sky), dec_sky, self.site.latitude_deg)
+        ha = np.where(np.isfinite(ha_sky), ha_sky + dx / np.maximum(np.cos(np.radians(dec)), 1e-3), 0.0)
+        dec = np.where(np.isfinite(dec_sky), dec + dy, dec)
         step = max(1, int(rate_hz / self.max_physics_hz))
         idx = np.unique(np.r_[np.arange(0, n, step), n - 1])
         parts = self.sky.system_temperature(ha[idx], dec[idx], t[idx], rx, weather)
+        if gain != 1.0:
+            parts = {**parts, "total": parts["total"] + (gain - 1.0) * parts["source"]}
         if idx.size == n:
             return parts
         x = np.arange(n)
