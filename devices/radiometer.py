@@ -54,6 +54,7 @@ from devices.common import ObsDevice, Readback, ResultSignal, SampleLoss, Setpoi
 from obsctl import blocks
 from obsctl.clock import ObservatoryClock
 
+REPLAY_RESEND_S = 1.0  # real s without an answer before a replay request is written again
 log = logging.getLogger("obsctl.devices.radiometer")
 C = blocks.C
 EPS = 1e-9
@@ -218,7 +219,7 @@ class Radiometer(ObsDevice):
 
     def __init__(self, prefix: str = "", *, name: str, clock: ObservatoryClock | None = None,
                  stream_name: str = "samples", fail_on_loss: bool = False,
-                 max_fly_samples: int = 5_000_000, replay_timeout_s: float = 5.0, **kwargs: Any):
+                 max_fly_samples: int = 5_000_000, replay_timeout_s: float = 10.0, **kwargs: Any):
         super().__init__(prefix=prefix, name=name, **kwargs)
         self.clock = clock
         self.stream_name = stream_name
@@ -263,7 +264,11 @@ class Radiometer(ObsDevice):
         if b is None:
             return
         with self._lock:
+            expired = self.assembler.expired
             ready, request = self.assembler.offer(b, time.monotonic(), replayed)
+            if self.assembler.expired != expired:
+                log.warning("%s: no replay within %.1f s; the gap before block %d of IOC run %d is given up",
+                            self.name, self.replay_timeout_s, b.seq, b.boot)
             for blk in ready:
                 self._deliver(blk)
         if request is not None:
@@ -273,19 +278,25 @@ class Radiometer(ObsDevice):
                              daemon=True).start()
 
     def _ask_replay(self, request: blocks.ReplayRequest) -> None:
-        """Write the replay request, then give the gap up if the IOC has not filled it within the timeout."""
+        """Write the replay request, then give the gap up if the IOC has not filled it within the timeout.
+
+        The request is written once the replay channel (HIST_RBV) is connected, and again every
+        ``REPLAY_RESEND_S`` while no answer has come: after an IOC restart the channels reconnect one by one,
+        and an answer published before this client's HIST_RBV monitor was back is never seen.
+        """
         deadline = time.monotonic() + self.replay_timeout_s
+        sent = -math.inf
         while time.monotonic() < deadline:
-            try:
-                self.replay.put_wait(request.first, timeout=max(deadline - time.monotonic(), 0.1))
-                break
-            except (TimeoutError, OpException) as err:  # not (re)connected yet: try again
-                log.debug("%s: replay request not sent yet: %s", self.name, err)
-                time.sleep(0.1)
-        while time.monotonic() < deadline + 0.05:
             with self._lock:
                 if self.assembler.request != request:  # filled, given up or superseded
                     return
+                answered = self.assembler.answered
+            if not answered and time.monotonic() - sent > REPLAY_RESEND_S and self.hist.connected:
+                try:
+                    self.replay.put_wait(request.first, timeout=max(deadline - time.monotonic(), 0.1))
+                    sent = time.monotonic()
+                except (TimeoutError, OpException) as err:  # not (re)connected yet: try again
+                    log.debug("%s: replay request not sent yet: %s", self.name, err)
             time.sleep(0.05)
         with self._lock:
             if self.assembler.request == request:

@@ -330,6 +330,11 @@ class StreamAssembler:
         """Whether blocks are held behind a gap."""
         return bool(self.held)
 
+    @property
+    def answered(self) -> bool:
+        """Whether the IOC's answer to the current replay request has begun to arrive."""
+        return self._answered
+
     def offer(self, block: Block, now: float, replayed: bool = False) -> tuple[list[Block], ReplayRequest | None]:
         """Take one received block; return (blocks ready in order, replay request to send or None)."""
         out = self.expire(now)
