@@ -210,17 +210,18 @@ def test_radiometer_sees_the_focus_and_the_tilts(observatory):
     fwhm = site.beam_fwhm_deg(rx.freq_mhz)
     drive = registry.drive(site)
     rad = registry.radiometer(site, clock=clock)
-    rad.integration_time.put(4.0)
+    rad.integration_time.put(10.0)
 
     def deflection(off_ha: float = 0.0) -> float:
-        """On minus off source (K, DVM1 = LCP), off 5 beams in Dec."""
+        """On minus off source (K, mean of LCP and RCP): off, on, off 5 beams in Dec (a linear gain drift
+        of the receiver cancels)."""
         out = []
-        for off_dec in (0.0, 5 * fwhm):
+        for off_dec in (5 * fwhm, 0.0, 5 * fwhm):
             drive.track(src.name, off_ha=off_ha, off_dec=off_dec).wait(60)
             time.sleep(0.2)  # the newest optics readbacks reach RAD
             rad.trigger().wait(30)
-            out.append(float(rad.dvm1.get()))
-        return out[0] - out[1]
+            out.append(0.5 * (float(rad.dvm1.get()) + float(rad.dvm2.get())))
+        return out[1] - 0.5 * (out[0] + out[2])
 
     full = deflection()
     put(sub("FOCUS_SP"), best + 12.0)
@@ -239,7 +240,7 @@ def test_radiometer_sees_the_focus_and_the_tilts(observatory):
           f"tilt X 30': beam {dx * 3600:.0f}\" = {abs(dx) / fwhm:.2f} beam, x{tilted / full:.4f} "
           f"(beam {expected_tilt:.4f}); drive offset back: x{compensated / full:.4f}")
     assert full > 0.2
-    assert gain < 0.95 and defocused / full == pytest.approx(gain, abs=0.03)
-    assert 0.2 < expected_tilt < 0.9 and tilted / full == pytest.approx(expected_tilt, abs=0.03)
-    assert compensated / full == pytest.approx(1.0, abs=0.03)
+    assert gain < 0.95 and defocused / full == pytest.approx(gain, abs=0.05)  # receiver gain drift: ~2 %
+    assert 0.2 < expected_tilt < 0.9 and tilted / full == pytest.approx(expected_tilt, abs=0.05)
+    assert compensated / full == pytest.approx(1.0, abs=0.05)
     drive.halt().wait(30)
