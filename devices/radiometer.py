@@ -54,7 +54,7 @@ from devices.common import ObsDevice, Readback, ResultSignal, SampleLoss, Setpoi
 from obsctl import blocks
 from obsctl.clock import ObservatoryClock
 
-REPLAY_RESEND_S = 1.0  # real s without an answer before a replay request is written again
+REPLAY_RESEND_S = 1.0  # real s without progress of the answer before a replay request is written again
 log = logging.getLogger("obsctl.devices.radiometer")
 C = blocks.C
 EPS = 1e-9
@@ -280,20 +280,26 @@ class Radiometer(ObsDevice):
     def _ask_replay(self, request: blocks.ReplayRequest) -> None:
         """Write the replay request, then give the gap up if the IOC has not filled it within the timeout.
 
-        The request is written once the replay channel (HIST_RBV) is connected, and again every
-        ``REPLAY_RESEND_S`` while no answer has come: after an IOC restart the channels reconnect one by one,
-        and an answer published before this client's HIST_RBV monitor was back is never seen.
+        The request is written once the replay channel (HIST_RBV) is connected, and again whenever
+        ``REPLAY_RESEND_S`` pass without progress (no block of the answer handed over): after an IOC restart
+        the channels reconnect one by one, and an answer published before this client's HIST_RBV monitor was
+        back is never seen (or only its newest block, the monitor's first value).
         """
         deadline = time.monotonic() + self.replay_timeout_s
-        sent = -math.inf
+        sent = quiet_since = -math.inf
+        progress: tuple[int, bool] | None = None
         while time.monotonic() < deadline:
             with self._lock:
                 if self.assembler.request != request:  # filled, given up or superseded
                     return
-                answered = self.assembler.answered
-            if not answered and time.monotonic() - sent > REPLAY_RESEND_S and self.hist.connected:
+                state = (self.assembler.next_seq, self.assembler.answered)
+            now = time.monotonic()
+            if progress is not None and state != progress:  # the answer is arriving
+                quiet_since = now
+            progress = state
+            if now - max(sent, quiet_since) > REPLAY_RESEND_S and self.hist.connected:
                 try:
-                    self.replay.put_wait(request.first, timeout=max(deadline - time.monotonic(), 0.1))
+                    self.replay.put_wait(request.first, timeout=max(deadline - now, 0.1))
                     sent = time.monotonic()
                 except (TimeoutError, OpException) as err:  # not (re)connected yet: try again
                     log.debug("%s: replay request not sent yet: %s", self.name, err)

@@ -16,10 +16,10 @@ Every block carries the boot id of this IOC run (its real start time in microsec
 sequence numbers and indices start again at 0 after a restart.  The IOC keeps its newest HIST_LEN_SP blocks
 (at most ``history_mb`` MB; site option ``history_blocks`` sets the initial length) in memory: writing K to
 REPLAY_SP publishes every block held with sequence number >= K on HIST_RBV, in order, with the header's
-REPLAY set to K.  A replay that starts after K says that blocks K.. are no longer held.  A client that missed
-blocks (a reconnection after a network drop or after this IOC restarted) fetches them this way
-(devices.radiometer, obsctl.blocks.StreamAssembler).  The history lives in this process: blocks of an
-earlier run of the IOC are gone with it.
+REPLAY set to K and ANSWER to the first block sent.  A replay that starts after K says that the blocks before
+it are no longer held.  A client that missed blocks (a reconnection after a network drop or after this IOC
+restarted) fetches them this way (devices.radiometer, obsctl.blocks.StreamAssembler).  The history lives in
+this process: blocks of an earlier run of the IOC are gone with it.
 
 Site options (``[[instruments]] options`` of RAD) set the power-on settings: ``rate_hz`` (RATE_SP), ``avg``
 (AVG_SP), ``history_blocks`` (HIST_LEN_SP), ``history_mb``.  Settings written over CA are kept across a
@@ -498,13 +498,13 @@ class RadiometerIOC(ObsIOC):
         """Publish every block held with sequence number >= value on HIST_RBV, oldest first."""
         first = int(value)
         now = self.clock.now()
-        sent = 0
-        for wave in list(self.history):  # a snapshot: the sampling loop may append meanwhile
-            if wave[blocks.H["SEQ"]] >= first:
-                out = wave.copy()
-                out[blocks.H["REPLAY"]] = first
-                await self.hist.write(out, timestamp=now)
-                sent += 1
+        answer = [w for w in self.history if w[blocks.H["SEQ"]] >= first]  # a snapshot: sampling goes on
+        for wave in answer:
+            out = wave.copy()
+            out[blocks.H["REPLAY"]] = first
+            out[blocks.H["ANSWER"]] = answer[0][blocks.H["SEQ"]]
+            await self.hist.write(out, timestamp=now)
+        sent = len(answer)
         self.log.info("replayed %d blocks from block %d", sent, first)
         return first
 

@@ -18,6 +18,8 @@ Layout (float64, ``HEADER_LEN + NCOL * NSAMP`` elements; anything after that is 
     header[9]  SEL2           DVM2 input select
     header[10] BOOT           boot id of the IOC run that took the samples (its real start time, us since 1970)
     header[11] REPLAY         -1 on the live stream; on a replayed block the first sequence number requested
+    header[12] ANSWER         -1 on the live stream; on a replayed block the sequence number of the first block
+                              of the answer it belongs to (> REPLAY when the history no longer held the rest)
     then NCOL columns of NSAMP values each, column-major: all T, then all HA, ...
 
 Columns (``COLUMNS``):
@@ -42,7 +44,9 @@ Global sample indices are contiguous across blocks; a client detects lost or rep
 Sequence numbers and indices start again at 0 when the IOC restarts; the boot id tells the runs apart.  The
 IOC keeps its newest blocks and re-publishes them on request (``RAD:REPLAY_SP`` -> ``RAD:HIST_RBV``, with
 REPLAY set to the request); :class:`StreamAssembler` hands a client every block in order, asking for the ones
-it missed.  A replay that starts *after* the requested block says that the blocks before it are gone.
+it missed.  A replay that starts *after* the requested block says that the blocks before it are gone; every
+block of an answer carries where that answer started (ANSWER), so a client that sees only part of an answer
+(a monitor subscribed mid-answer gets the newest block as its first value) knows what it missed.
 """
 
 from __future__ import annotations
@@ -51,8 +55,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-FORMAT_MAGIC = 0x52414402  # "RAD" + version 2 (version 1 had no BOOT and REPLAY)
-HEADER = ("MAGIC", "SEQ", "FIRST", "NSAMP", "NCOL", "RATE_HZ", "AVG", "RX", "SEL1", "SEL2", "BOOT", "REPLAY")
+FORMAT_MAGIC = 0x52414403  # "RAD" + version 3 (version 1 had no BOOT and REPLAY, version 2 no ANSWER)
+HEADER = ("MAGIC", "SEQ", "FIRST", "NSAMP", "NCOL", "RATE_HZ", "AVG", "RX", "SEL1", "SEL2", "BOOT", "REPLAY",
+          "ANSWER")
 HEADER_LEN = len(HEADER)
 H = {name: i for i, name in enumerate(HEADER)}
 COLUMNS = ("T", "HA", "DEC", "AZ", "EL", "DVM1_RAW", "DVM2_RAW", "DVM1", "DVM2", "FLAGS")
@@ -109,7 +114,8 @@ class Block:
 
     ``data`` has shape (NCOL, nsamp); ``col(name)`` returns one column.  ``header`` holds the raw header
     values by name (floats).  ``boot`` identifies the IOC run; ``replay`` is -1 for a live block, else the
-    first sequence number of the replay request it answers.
+    first sequence number of the replay request it answers, and ``answer`` the sequence number of the first
+    block of that answer (-1 live).
     """
 
     seq: int
@@ -122,6 +128,7 @@ class Block:
     header: dict[str, float] = field(default_factory=dict)
     boot: int = 0
     replay: int = -1
+    answer: int = -1
 
     @property
     def nsamp(self) -> int:
@@ -152,11 +159,13 @@ class Block:
 
 
 def pack(seq: int, first: int, columns: dict[str, np.ndarray] | np.ndarray, *, rate_hz: float,
-         avg: int = 1, rx: int = 0, sel: tuple[int, int] = (0, 1), boot: int = 0, replay: int = -1) -> np.ndarray:
+         avg: int = 1, rx: int = 0, sel: tuple[int, int] = (0, 1), boot: int = 0, replay: int = -1,
+         answer: int = -1) -> np.ndarray:
     """Pack samples into one waveform (float64 array of HEADER_LEN + NCOL * nsamp elements).
 
     ``columns`` is either a dict with every name of COLUMNS (equal-length 1-D arrays) or an array of
-    shape (NCOL, nsamp).  ``boot`` (0 <= boot < 2**53, exact in a double) identifies the IOC run.  Raises
+    shape (NCOL, nsamp).  ``boot`` (0 <= boot < 2**53, exact in a double) identifies the IOC run; ``replay``
+    and ``answer`` mark a replayed block (see the layout; -1 on the live stream).  Raises
     BlockError when columns are missing, the block exceeds MAX_SAMPLES (use :func:`split` first) or a
     header value is out of range.
     """
@@ -177,7 +186,7 @@ def pack(seq: int, first: int, columns: dict[str, np.ndarray] | np.ndarray, *, r
     if not 0 <= boot < 2**53:
         raise BlockError(f"boot id must be in 0..2**53-1 (exact in a double), got {boot}")
     out = np.empty(HEADER_LEN + NCOL * n)
-    out[:HEADER_LEN] = (FORMAT_MAGIC, seq, first, n, NCOL, rate_hz, avg, rx, sel[0], sel[1], boot, replay)
+    out[:HEADER_LEN] = (FORMAT_MAGIC, seq, first, n, NCOL, rate_hz, avg, rx, sel[0], sel[1], boot, replay, answer)
     out[HEADER_LEN:] = data.reshape(-1)
     return out
 
@@ -206,7 +215,7 @@ def unpack(wave: np.ndarray | list[float]) -> Block:
                  avg=int(hdr[H["AVG"]]), rx=int(hdr[H["RX"]]),
                  sel=(int(hdr[H["SEL1"]]), int(hdr[H["SEL2"]])), data=data,
                  header={k: float(v) for k, v in zip(HEADER, hdr, strict=True)},
-                 boot=int(hdr[H["BOOT"]]), replay=int(hdr[H["REPLAY"]]))
+                 boot=int(hdr[H["BOOT"]]), replay=int(hdr[H["REPLAY"]]), answer=int(hdr[H["ANSWER"]]))
 
 
 def try_unpack(wave: np.ndarray | list[float]) -> Block | None:
@@ -332,7 +341,7 @@ class StreamAssembler:
 
     @property
     def answered(self) -> bool:
-        """Whether the IOC's answer to the current replay request has begun to arrive."""
+        """Whether the first block of the IOC's answer to the current replay request has arrived."""
         return self._answered
 
     def offer(self, block: Block, now: float, replayed: bool = False) -> tuple[list[Block], ReplayRequest | None]:
@@ -352,9 +361,12 @@ class StreamAssembler:
         req = self.request
         if (replayed and req is not None and not self._answered and block.boot == req.boot
                 and block.replay == req.first):
-            self._answered = True
-            if block.seq > self.next_seq:  # the answer starts here: the IOC no longer holds the blocks before
-                out += self._skip_to(block.seq)
+            start = block.answer if block.answer >= 0 else block.seq
+            if start > self.next_seq:  # the answer starts there: the IOC no longer holds the blocks before
+                out += self._skip_to(start)
+            # only the answer's first block shows it arriving from its start; a later block alone (a monitor
+            # subscribed mid-answer gets the newest block as its first value) leaves the request open
+            self._answered = block.seq == start
         if block.seq < self.next_seq or block.seq in self.held:
             self.duplicates += 1
         elif block.seq == self.next_seq:

@@ -128,9 +128,11 @@ def _run(sizes: list[int], boot: int) -> list[blocks.Block]:
     return out
 
 
-def _replayed(b: blocks.Block, request: int) -> blocks.Block:
-    """Block ``b`` as the IOC re-publishes it answering a replay request from block ``request``."""
-    wave = blocks.pack(b.seq, b.first, b.data, rate_hz=b.rate_hz, boot=b.boot, replay=request)
+def _replayed(b: blocks.Block, request: int, answer: int | None = None) -> blocks.Block:
+    """Block ``b`` as the IOC re-publishes it answering a replay request from block ``request`` with an answer
+    that starts at block ``answer`` (default: the block requested, still held)."""
+    wave = blocks.pack(b.seq, b.first, b.data, rate_hz=b.rate_hz, boot=b.boot, replay=request,
+                       answer=request if answer is None else answer)
     return blocks.unpack(wave)
 
 
@@ -209,8 +211,8 @@ def test_assembler_skips_blocks_the_history_no_longer_holds():
     _feed(asm, tr, s[0])
     assert _feed(asm, tr, s[5])[1] == blocks.ReplayRequest(9, 1)
     # the answer starts at block 3: blocks 1 and 2 are gone, 3 and 4 recovered, the held 5 follows
-    assert _feed(asm, tr, _replayed(s[3], 1), replayed=True)[0] == [3]
-    assert _feed(asm, tr, _replayed(s[4], 1), replayed=True)[0] == [4, 5]
+    assert _feed(asm, tr, _replayed(s[3], 1, answer=3), replayed=True)[0] == [3]
+    assert _feed(asm, tr, _replayed(s[4], 1, answer=3), replayed=True)[0] == [4, 5]
     assert asm.skipped == 2 and tr.lost == 8 and tr.gaps == [(4, 12)] and asm.recovered == 8
     # another client's replay starting later says nothing about this client's gaps
     asm2, tr2 = blocks.StreamAssembler(), blocks.LossTracker()
@@ -218,6 +220,32 @@ def test_assembler_skips_blocks_the_history_no_longer_holds():
     _feed(asm2, tr2, s[3])
     assert _feed(asm2, tr2, _replayed(s[2], 2), replayed=True) == ([], None) and asm2.waiting
     assert _feed(asm2, tr2, _replayed(s[1], 1), replayed=True)[0] == [1, 2, 3] and tr2.ok
+
+
+def test_assembler_takes_part_of_an_answer_without_giving_up_what_it_did_not_see():
+    s = _run([3] * 8, boot=5)
+    asm, tr = blocks.StreamAssembler(), blocks.LossTracker()
+    _feed(asm, tr, s[0])
+    assert _feed(asm, tr, s[6])[1] == blocks.ReplayRequest(5, 1)
+    # the monitor came back after the IOC had answered from block 1: its first value is the answer's last block
+    assert _feed(asm, tr, _replayed(s[5], 1), replayed=True) == ([], None)
+    assert not asm.answered and asm.waiting and asm.skipped == 0  # blocks 1..4 are still held by the IOC
+    # the request written again: the whole answer arrives
+    assert _feed(asm, tr, _replayed(s[1], 1), replayed=True)[0] == [1] and asm.answered
+    for k in (2, 3):
+        assert _feed(asm, tr, _replayed(s[k], 1), replayed=True)[0] == [k]
+    assert _feed(asm, tr, _replayed(s[4], 1), replayed=True)[0] == [4, 5, 6]
+    assert tr.ok and tr.samples == 7 * 3 and not asm.waiting
+    # part of an answer that started later than asked: what is before its start is gone, the rest is not
+    asm2, tr2 = blocks.StreamAssembler(), blocks.LossTracker()
+    _feed(asm2, tr2, s[0])
+    _feed(asm2, tr2, s[7])
+    assert _feed(asm2, tr2, _replayed(s[5], 1, answer=3), replayed=True) == ([], None)
+    assert asm2.skipped == 2 and asm2.next_seq == 3 and not asm2.answered
+    assert _feed(asm2, tr2, _replayed(s[3], 1, answer=3), replayed=True)[0] == [3] and asm2.answered
+    assert _feed(asm2, tr2, _replayed(s[4], 1, answer=3), replayed=True)[0] == [4, 5]
+    assert _feed(asm2, tr2, _replayed(s[6], 1, answer=3), replayed=True)[0] == [6, 7]
+    assert tr2.lost == 6 and tr2.gaps == [(3, 9)]
 
 
 def test_assembler_gives_a_gap_up_after_the_timeout():

@@ -456,7 +456,7 @@ def test_history_replays_blocks_bit_identical_and_says_what_is_gone(observatory)
     time.sleep(0.3)
     seqs = [b.seq for b in replayed]
     assert seqs[0] == k and np.all(np.diff(seqs) == 1), f"replay of {k}: {seqs[:5]}..."
-    assert all(b.replay == k and b.boot == boot for b in replayed)
+    assert all(b.replay == k and b.answer == k and b.boot == boot for b in replayed)
     with live.lock:
         by_seq = {b.seq: b for b in live.blocks}
     for b in replayed:
@@ -472,6 +472,7 @@ def test_history_replays_blocks_bit_identical_and_says_what_is_gone(observatory)
     wait_for(lambda: len(replayed) >= 10, 10, what="the short replay")
     time.sleep(0.3)
     assert replayed[0].seq > k and replayed[0].replay == k and len(replayed) == 10
+    assert all(b.answer == replayed[0].seq for b in replayed), "every block says where the answer started"
     assert oldest - 5 <= replayed[0].seq <= oldest
     hist.clear_callbacks()
     hist.disconnect()
