@@ -1,9 +1,11 @@
 """Base of the signal backends (correlator, pulsar timer): what the beam sees and where it points.
 
-A backend follows three other IOCs over Channel Access: the drive's position packets (``DRV:POS_PKT``), the
-receiver select and the injected noise-diode temperature on NDI.  This class holds those links, the
-position track and the sky model, and publishes whether the links are up (``DRV_LINK_STS``,
-``NDI_LINK_STS``).
+A backend follows other IOCs over Channel Access: the drive's position packets (``DRV:POS_PKT``), the
+receiver select and the injected noise-diode temperature on NDI, and, when the site has a subreflector,
+its effect on the beam (``SUB:GAIN_FACTOR_RBV``, ``BEAM_DX_RBV``, ``BEAM_DY_RBV``: the sources' signal is
+scaled by the focus gain and the beam looks where the tilts moved it; perfect optics while SUB is not
+reachable).  This class holds those links, the position track and the sky model, and publishes whether the
+drive and NDI links are up (``DRV_LINK_STS``, ``NDI_LINK_STS``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from iocs.common import ObsIOC, pv_enum
 from iocs.links import CALink, LinkValue
 from iocs.sim.weather import true_weather
+from iocs.subreflector import beam_optics, optics_pvs
 from obsctl import sky
 from obsctl.clock import ObservatoryClock
 from obsctl.positions import PositionTrack
@@ -38,7 +41,8 @@ class BackendIOC(ObsIOC):
         self.pkt_name = site.pv("DRV", "POS_PKT")
         self.rx_name = site.pv("NDI", "RX_SEL_SP")
         self.nd_name = site.pv("NDI", "ND_K_RBV")
-        self.link = CALink([self.pkt_name, self.rx_name, self.nd_name], on_update=self._on_link)
+        self.optics_pvs = optics_pvs(site)
+        self.link = CALink([self.pkt_name, self.rx_name, self.nd_name, *self.optics_pvs], on_update=self._on_link)
         self.last_pos: tuple[float, float, float, float] | None = None
 
     def _on_link(self, name: str, lv: LinkValue) -> None:
@@ -57,6 +61,10 @@ class BackendIOC(ObsIOC):
         """Noise-diode temperature injected into the selected receiver (K)."""
         v = self.link.get(self.nd_name, 0.0)
         return float(v) if v is not None and math.isfinite(float(v)) else 0.0
+
+    def optics(self) -> sky.BeamOptics:
+        """The subreflector's effect on the beam now (perfect optics without a SUB link)."""
+        return beam_optics([self.link.get(pv) for pv in self.optics_pvs])
 
     def weather(self, t: float) -> sky.Weather:
         """The true weather at observatory time ``t`` (drives the atmosphere)."""

@@ -34,8 +34,9 @@ INT_DONE_RBV   integrations completed since IOC start
 TIME_RBV       mid-integration time (POSIX s, UTC)
 
 The sky comes from the drive's true beam position (DRV:POS_PKT), the receiver selected by
-NDI:RX_SEL_SP, the noise diode NDI:ND_K_RBV and the weather; without a drive the beam is assumed
-at the stow position.  Options (site file): level_ref_k (60), att_ref_db (12), receiver (first).
+NDI:RX_SEL_SP, the noise diode NDI:ND_K_RBV, the subreflector's focus gain and beam shift (iocs.backend) and
+the weather; without a drive the beam is assumed at the stow position.  Options (site file): level_ref_k (60),
+att_ref_db (12), receiver (first).
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ class CorrelatorIOC(BackendIOC):
 
     def _input_temperature(self, t: float, ha: float, dec: float, rx: ReceiverConfig, nd_k: float) -> float:
         st = self.sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx,
-                                         self.weather(t), self.freq.value)
+                                         self.weather(t), self.freq.value, self.optics())
         return float(st["total"][0]) + nd_k
 
     async def shutdown(self) -> None:
@@ -353,7 +354,8 @@ class CorrelatorIOC(BackendIOC):
         ha = np.interp(tu, t, astro.wrap180(pos["HA_SKY"]))
         de = np.interp(tu, t, pos["DEC_SKY"])
         weather = self.weather(t_mid)
-        st = self.sky.system_temperature(ha, de, tu, s.rx, weather, s.freq_mhz)
+        optics = self.optics()
+        st = self.sky.system_temperature(ha, de, tu, s.rx, weather, s.freq_mhz, optics)
         trans = sky.atmosphere(st["elevation"], st["tau_zenith"], self.site.simulation.t_atm_k)[1]
         t_cont = float(np.mean(st["total"])) + s.nd_k
         # masers in the beam, on up to 16 of the sample times
@@ -362,7 +364,8 @@ class CorrelatorIOC(BackendIOC):
         vcorr: dict[str, float] = {}
         lines: list[sim.Line] = []
         for i in sub:
-            found = self.sky.sources_in_beam(float(ha[i]), float(de[i]), float(tu[i]), s.freq_mhz, "maser")
+            found = self.sky.sources_in_beam(float(ha[i]), float(de[i]), float(tu[i]), s.freq_mhz, "maser",
+                                             optics=optics)
             for src, _w in found:
                 if src.name not in vcorr:
                     vcorr[src.name] = astro.velocity_corrections_kms(src.coord, t_mid, self.sky.loc)[1]

@@ -35,7 +35,8 @@ DRV_LINK_STS   [DISCONNECTED, OK] drive position packets arriving;  NDI_LINK_STS
 SMEAR_RBV      dispersion smearing of PSR_NAME_SP across the receiver band (ms)
 
 The timer clock runs from power-on with an unknown offset and a crystal rate error until SETUP_TIME sets
-it, so TOAs before SETUP_TIME are off by that offset.  Options: adc_counts_per_k (10), adc_offset (200),
+it, so TOAs before SETUP_TIME are off by that offset.  The sky is seen where the drive points, through the
+subreflector's focus gain and beam shift (iocs.backend).  Options: adc_counts_per_k (10), adc_offset (200),
 receiver (first of the site).
 """
 
@@ -160,7 +161,8 @@ class PulsarTimerIOC(BackendIOC):
 
     def tsys_at(self, t: float, ha: float, dec: float, rx: ReceiverConfig, nd_k: float) -> float:
         """System temperature (K) with the beam at apparent HA/Dec (deg) at time ``t``."""
-        st = self.sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx, self.weather(t))
+        st = self.sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx, self.weather(t),
+                                         optics=self.optics())
         return float(st["total"][0]) + nd_k
 
     # ---- startup / shutdown ----------------------------------------------------------------------
@@ -333,7 +335,8 @@ class PulsarTimerIOC(BackendIOC):
         tu = np.linspace(f.t0, f.t_end, k)
         ha = np.interp(tu, t, astro.wrap180(pos["HA_SKY"]))
         de = np.interp(tu, t, pos["DEC_SKY"])
-        st = self.sky.system_temperature(ha, de, tu, f.rx, self.weather(0.5 * (f.t0 + f.t_end)))
+        optics = self.optics()
+        st = self.sky.system_temperature(ha, de, tu, f.rx, self.weather(0.5 * (f.t0 + f.t_end)), optics=optics)
         trans = sky.atmosphere(st["elevation"], st["tau_zenith"], self.site.simulation.t_atm_k)[1]
         tsys = float(np.mean(st["total"])) + f.nd_k
         sub = np.unique(np.linspace(0, k - 1, min(k, 16)).round().astype(int))
@@ -341,7 +344,7 @@ class PulsarTimerIOC(BackendIOC):
         sources: dict[str, Source] = {}
         for j, i in enumerate(sub):
             for src, w in self.sky.sources_in_beam(float(ha[i]), float(de[i]), float(tu[i]), f.rx.freq_mhz,
-                                                    "pulsar"):
+                                                    "pulsar", optics=optics):
                 sources[src.name] = src
                 amps.setdefault(src.name, np.zeros(len(sub)))[j] = (f.rx.gain_k_per_jy * src.flux_jy(f.rx.freq_mhz)
                                                                      * w * trans[i])

@@ -81,15 +81,16 @@ from caproto.asyncio.client import Context
 from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave
 from iocs.links import CALink
 from iocs.sim import radiometer as rsim
+from iocs.subreflector import beam_optics, optics_pvs
 from obsctl import astro, blocks
 from obsctl.clock import ObservatoryClock
 from obsctl.positions import PositionTrack
 from obsctl.site import InstrumentConfig, Site
+from obsctl.sky import BeamOptics
 
 FILTERS = ("NONE", "MEDIAN3", "MEDIAN5")
 MEDIAN_LEN = {"NONE": 1, "MEDIAN3": 3, "MEDIAN5": 5}
 ACQ = ("STOP", "RUN")
-OPTICS = ("GAIN_FACTOR", "BEAM_DX", "BEAM_DY")  # SUB readbacks (with _RBV) the sky signal goes through
 SLEWING_STATES = (1, 5)           # DRV:STATE_STS indices SLEWING, STOWING
 MAX_RAW_PER_TICK = 200_000        # bound on one tick's work; the rest follows next tick (nothing skipped)
 AND_FLAGS = blocks.FLAG_POS_VALID | blocks.FLAG_ON_SOURCE  # must hold for every raw sample of an average
@@ -290,7 +291,7 @@ class RadiometerIOC(ObsIOC):
                 if full:
                     self.sensor_pvs[sel] = full
         #: the subreflector's effect on the beam (gain factor, beam shift along HA and Dec), when there is a SUB
-        self.optics_pvs = [pv for pv in (name("subreflector", f"{sig}_RBV") for sig in OPTICS) if pv]
+        self.optics_pvs = optics_pvs(site)
         self.sensors = CALink(sorted(set(self.sensor_pvs.values()) | set(self.optics_pvs)))
         self.track = PositionTrack(maxlen=512)
         self.settings: Settings | None = None
@@ -382,16 +383,12 @@ class RadiometerIOC(ObsIOC):
             self.tsys_acc.append(tsys)
             await self._publish(st, out, now)
 
-    def optics(self) -> tuple[float, float, float]:
-        """The subreflector's gain factor and beam shift (deg) now; perfect optics without a SUB link."""
-        values = [self.sensors.get(pv) for pv in self.optics_pvs]
-        if len(values) != len(OPTICS) or any(v is None or not math.isfinite(float(v)) for v in values):
-            return (1.0, 0.0, 0.0)
-        gain, dx, dy = (float(v) for v in values)
-        return (gain, dx, dy)
+    def optics(self) -> BeamOptics:
+        """The subreflector's effect on the beam now; perfect optics without a SUB link."""
+        return beam_optics([self.sensors.get(pv) for pv in self.optics_pvs])
 
     def _acquire(self, st: Settings, k0: int, t: np.ndarray, pos: dict[str, np.ndarray], nd: np.ndarray,
-                 hk: dict[int, Any], optics: tuple[float, float, float]) -> tuple[np.ndarray, float]:
+                 hk: dict[int, Any], optics: BeamOptics) -> tuple[np.ndarray, float]:
         """Raw samples k0.. (worker thread): physics, ADC, chain. Returns (output rows, mean Tsys K)."""
         n = t.size
         rx = self.site.receivers[st.rx]

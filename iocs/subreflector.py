@@ -24,12 +24,29 @@ from iocs.links import CALink
 from iocs.sim import subreflector as ssim
 from obsctl.clock import ObservatoryClock
 from obsctl.site import InstrumentConfig, ReceiverConfig, Site
+from obsctl.sky import PERFECT_OPTICS, BeamOptics
 
 STATES = ["IN_POSITION", "MOVING", "SETTLING"]
+#: the readbacks through which the backends see the subreflector's effect on the beam (obsctl.sky.BeamOptics)
+OPTICS_READBACKS = ("GAIN_FACTOR_RBV", "BEAM_DX_RBV", "BEAM_DY_RBV")
 IDLE_PERIOD_S = 0.5     # real s between readback updates while in position
 MOVING_PERIOD_S = 0.05  # real s between updates while moving or settling
 FOCUS = ssim.AXES["FOCUS"]
 TILTX = ssim.AXES["TILTX"]
+
+
+def optics_pvs(site: Site) -> list[str]:
+    """Full names of the site's OPTICS_READBACKS ([] when the site has no subreflector)."""
+    sub = next((i.dev for i in site.instruments if i.kind == "subreflector"), None)
+    return [site.pv(sub, r) for r in OPTICS_READBACKS] if sub else []
+
+
+def beam_optics(values: list[Any]) -> BeamOptics:
+    """The beam optics from the OPTICS_READBACKS values (in that order); perfect optics if one is missing."""
+    if len(values) != len(OPTICS_READBACKS) or any(v is None or not math.isfinite(float(v)) for v in values):
+        return PERFECT_OPTICS
+    gain, dx, dy = (float(v) for v in values)
+    return BeamOptics(gain, dx, dy)
 
 
 def _axis_sp(spec: ssim.AxisSpec, doc: str) -> Any:

@@ -39,6 +39,30 @@ _BODY_RADIUS_KM = {"sun": 695_700.0, "moon": 1_737.4, "venus": 6_051.8, "mars": 
 
 
 @dataclass(frozen=True)
+class BeamOptics:
+    """What the subreflector does to the beam (the SUB IOC's readbacks).
+
+    ``gain`` is the gain relative to perfect focus: it scales what the sources contribute (not the
+    atmosphere or the receiver).  ``dx_deg`` and ``dy_deg`` move where the beam looks, along hour angle
+    (true angle on the sky) and along declination (deg).
+    """
+
+    gain: float = 1.0
+    dx_deg: float = 0.0
+    dy_deg: float = 0.0
+
+    def aim(self, ha_deg: np.ndarray, dec_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where the beam looks (apparent HA, Dec in deg) when the dish points at ``ha_deg``, ``dec_deg``."""
+        ha, dec = np.asarray(ha_deg, dtype=float), np.asarray(dec_deg, dtype=float)
+        if self.dx_deg == 0.0 and self.dy_deg == 0.0:
+            return ha, dec
+        return ha + self.dx_deg / np.maximum(np.cos(np.radians(dec)), 1e-3), dec + self.dy_deg
+
+
+PERFECT_OPTICS = BeamOptics()
+
+
+@dataclass(frozen=True)
 class Weather:
     """Surface weather: temperature (degC), pressure (hPa), relative humidity (%), wind (m/s, deg)."""
 
@@ -204,32 +228,38 @@ class SkyModel:
         return np.sum(peak[None, :] * np.exp(-FOUR_LN2 * (near / eff[None, :]) ** 2), axis=1)
 
     def system_temperature(self, ha_deg: np.ndarray, dec_deg: np.ndarray, t: np.ndarray,
-                           rx: ReceiverConfig, weather: Weather, freq_mhz: float | None = None):
-        """Noise-free system temperature (K) and its parts.
+                           rx: ReceiverConfig, weather: Weather, freq_mhz: float | None = None,
+                           optics: BeamOptics = PERFECT_OPTICS):
+        """Noise-free system temperature (K) and its parts, the dish pointing at ``ha_deg``, ``dec_deg``.
 
-        Returns a dict with arrays ``total``, ``source``, ``atmosphere``, ``cmb``, ``receiver``,
-        ``elevation`` (deg) and the scalar ``tau_zenith``.
+        ``optics`` (the subreflector) moves the beam and scales the sources' part.  Returns a dict with arrays
+        ``total``, ``source``, ``atmosphere``, ``cmb``, ``receiver``, ``elevation`` (deg) and the scalar
+        ``tau_zenith``.
         """
         sim = self.site.simulation
+        ha_deg, dec_deg = optics.aim(ha_deg, dec_deg)
         _, el = astro.hadec_to_azel(np.atleast_1d(ha_deg), np.atleast_1d(dec_deg), self.site.latitude_deg)
         tau_z = tau_zenith(rx, weather)
         t_atm, trans = atmosphere(el, tau_z, sim.t_atm_k)
-        src = self.source_temperature(ha_deg, dec_deg, t, rx, freq_mhz) * trans
+        src = self.source_temperature(ha_deg, dec_deg, t, rx, freq_mhz) * trans * optics.gain
         cmb = sim.t_cmb_k * trans
         total = rx.tsys_k + t_atm + cmb + src
         return {"total": total, "source": src, "atmosphere": t_atm, "cmb": cmb,
                 "receiver": np.full_like(total, rx.tsys_k), "elevation": el, "tau_zenith": tau_z}
 
     def sources_in_beam(self, ha_deg: float, dec_deg: float, t: float, freq_mhz: float,
-                        kind: str, cutoff: float = 1e-3) -> list[tuple[Source, float]]:
-        """Catalog sources of ``kind`` with their beam response (0..1) at this pointing."""
+                        kind: str, cutoff: float = 1e-3,
+                        optics: BeamOptics = PERFECT_OPTICS) -> list[tuple[Source, float]]:
+        """Catalog sources of ``kind`` with their beam response (0..1, times the optics' gain) at this pointing."""
         self._refresh(t)
+        ha, dec = optics.aim(ha_deg, dec_deg)
+        ha_deg, dec_deg = float(ha), float(dec)
         ra = (float(self.lst(t)) - ha_deg) % 360.0
         fwhm = self.site.beam_fwhm_deg(freq_mhz)
         out = []
         for s in self.catalog.of_kind(kind):
             r, d = self._cat_app[s.name]
-            w = float(beam_response(astro.angular_distance(ra, dec_deg, r, d), fwhm))
+            w = float(beam_response(astro.angular_distance(ra, dec_deg, r, d), fwhm)) * optics.gain
             if w > cutoff:
                 out.append((s, w))
         return out

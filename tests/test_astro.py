@@ -14,7 +14,7 @@ from astropy.time import Time
 from obsctl import astro
 from obsctl.clock import parse_epoch
 from obsctl.site import load_site
-from obsctl.sky import SkyModel, Weather, atmosphere, tau_zenith
+from obsctl.sky import BeamOptics, SkyModel, Weather, atmosphere, tau_zenith
 
 SITE = load_site()
 LOC = astro.site_location(SITE)
@@ -113,6 +113,25 @@ def test_sky_model_calibrator_and_atmosphere():
     expected = rx.gain_k_per_jy * 43.0 * (rx.freq_mhz / 1400.0) ** -0.91 * trans[0]
     assert on["source"][0] - off["source"][0] == pytest.approx(expected, rel=0.01)
     assert on["total"][0] - off["total"][0] == pytest.approx(expected, rel=0.05)  # off is slightly lower
+    # through the subreflector: defocus scales only the source; a beam shift of half the FWHM along HA (true
+    # angle) leaves half the source, and pointing the dish back by the same amount recovers it
+    optics = BeamOptics(gain=0.6, dx_deg=0.5 * fwhm, dy_deg=0.0)
+    through = sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx, Weather(),
+                                     optics=BeamOptics(gain=0.6))
+    assert through["source"][0] == pytest.approx(0.6 * on["source"][0], rel=1e-9)
+    assert through["atmosphere"][0] == pytest.approx(on["atmosphere"][0], rel=1e-9)
+    shifted = sky.system_temperature(np.array([ha]), np.array([dec]), np.array([t]), rx, Weather(), optics=optics)
+    assert shifted["source"][0] == pytest.approx(0.6 * 0.5 * on["source"][0], rel=0.02)  # a point-like source
+    back = ha - 0.5 * fwhm / np.cos(np.radians(dec))
+    assert sky.system_temperature(np.array([back]), np.array([dec]), np.array([t]), rx, Weather(),
+                                  optics=optics)["source"][0] == pytest.approx(0.6 * on["source"][0], rel=1e-3)
+    # the catalog's pulsars and masers in the beam, through the same optics
+    t_vela = parse_epoch("2026-11-22T03:00:00")
+    vh, vd = sky.apparent_hadec("J0835-4510", t_vela)
+    w_on = dict((s.name, w) for s, w in sky.sources_in_beam(vh, vd, t_vela, rx.freq_mhz, "pulsar"))
+    w_opt = dict((s.name, w) for s, w in sky.sources_in_beam(vh, vd, t_vela, rx.freq_mhz, "pulsar", optics=optics))
+    assert w_on["J0835-4510"] > 0.99 and w_opt["J0835-4510"] == pytest.approx(0.6 * 0.5 * w_on["J0835-4510"],
+                                                                             rel=0.02)
     # the atmosphere rises as 1/sin(el)
     els = np.array([90.0, 60.0, 30.0, 20.0])
     emission, _ = atmosphere(els, tau, 270.0)

@@ -24,7 +24,7 @@ import numpy as np
 
 from obsctl import blocks
 from obsctl.site import ReceiverConfig, Site
-from obsctl.sky import SkyModel, Weather
+from obsctl.sky import PERFECT_OPTICS, BeamOptics, SkyModel, Weather
 
 ADC_FULL_SCALE_V = 10.0
 COUNTS_PER_VOLT = (1 << (blocks.ADC_BITS - 1)) / ADC_FULL_SCALE_V
@@ -150,27 +150,22 @@ class Radiometer:
 
     def sky_temperature(self, t: np.ndarray, ha_sky: np.ndarray, dec_sky: np.ndarray, rx: ReceiverConfig,
                         weather: Weather, rate_hz: float,
-                        optics: tuple[float, float, float] = (1.0, 0.0, 0.0)) -> dict[str, np.ndarray | float]:
+                        optics: BeamOptics = PERFECT_OPTICS) -> dict[str, np.ndarray | float]:
         """Noise-free system temperature (K) without diode, on a decimated grid interpolated to ``t``.
 
         NaN positions (no drive) read the zenith sky.  ``rate_hz`` is the sample rate of ``t``.  ``optics`` is
-        the subreflector's effect (SUB IOC): gain relative to perfect focus, which scales the source's
-        contribution, and the beam's displacement along HA (true angle) and Dec (deg), which moves where the
-        beam looks.  Returns ``total``, ``elevation`` and ``tau_zenith``.
+        the subreflector's effect (SUB IOC): it moves where the beam looks and scales the sources' part.
+        Returns ``total``, ``elevation`` and ``tau_zenith``.
         """
         t = np.asarray(t, dtype=float)
         n = t.size
         if n == 0:
             return {"total": np.empty(0), "elevation": np.empty(0), "tau_zenith": float("nan")}
-        gain, dx, dy = optics
         dec = np.where(np.isfinite(dec_sky), dec_sky, self.site.latitude_deg)
-        ha = np.where(np.isfinite(ha_sky), ha_sky + dx / np.maximum(np.cos(np.radians(dec)), 1e-3), 0.0)
-        dec = np.where(np.isfinite(dec_sky), dec + dy, dec)
+        ha = np.where(np.isfinite(ha_sky), ha_sky, 0.0)
         step = max(1, int(rate_hz / self.max_physics_hz))
         idx = np.unique(np.r_[np.arange(0, n, step), n - 1])
-        parts = self.sky.system_temperature(ha[idx], dec[idx], t[idx], rx, weather)
-        if gain != 1.0:
-            parts = {**parts, "total": parts["total"] + (gain - 1.0) * parts["source"]}
+        parts = self.sky.system_temperature(ha[idx], dec[idx], t[idx], rx, weather, optics=optics)
         if idx.size == n:
             return parts
         x = np.arange(n)
