@@ -25,6 +25,7 @@ import argparse
 import copy
 import math
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -502,6 +503,20 @@ def summary(figs: list[Figure], title: str) -> None:
     Console(width=130).print(table)
 
 
+def site_with_control_rate(rate_hz: float, directory: Path) -> Any:
+    """The reference site with ``mount.control_rate_hz`` set to ``rate_hz``, written to ``directory``."""
+    from obsctl.site import DEFAULT_SITE_FILE, load_site
+
+    text, n = re.subn(r"(?m)^control_rate_hz\s*=.*$", f"control_rate_hz = {rate_hz:g}", DEFAULT_SITE_FILE.read_text())
+    if n != 1:
+        raise SystemExit(f"{DEFAULT_SITE_FILE}: no single control_rate_hz line to replace")
+    text = re.sub(r'(?m)^pointing_model_file\s*=\s*"(.*)"',
+                  lambda m: f'pointing_model_file = "{DEFAULT_SITE_FILE.parent / m.group(1)}"', text)
+    path = directory / "site.toml"
+    path.write_text(text)
+    return load_site(path)
+
+
 def with_load(what: str, func: Callable[[], Any], loads: list[tuple[str, tuple[float, float, float]]]) -> Any:
     loads.append((what, os.getloadavg()))
     return func()
@@ -516,6 +531,8 @@ def main() -> None:
     ap.add_argument("--no-fast-blocks", dest="fast_blocks", action="store_false",
                     help="skip the what-if run with RAD:BLK_PERIOD_SP at its 0.02 s minimum")
     ap.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"])
+    ap.add_argument("--control-rate", type=float, default=None, metavar="HZ",
+                    help="what-if: the drive's control (and position packet) rate instead of the site's")
     args = ap.parse_args()
     q = args.quick
     args.reps, args.steps = (1, 15) if q else (2, 25)
@@ -537,8 +554,8 @@ def main() -> None:
 
     loads: list[tuple[str, tuple[float, float, float]]] = [("start", os.getloadavg())]
     t_start = time.perf_counter()
-    site = load_site()
     state = Path(tempfile.mkdtemp(prefix="obsctl-plans-bench-"))
+    site = load_site() if args.control_rate is None else site_with_control_rate(args.control_rate, state)
     t0 = time.perf_counter()
     obs = launcher.start(site, state, only=DEVS, base_port=base, repeater_port=base - 1, speed=args.speed,
                          epoch=EPOCH, timeout=120)
@@ -576,7 +593,7 @@ def main() -> None:
     load_txt = ", ".join(f"{w} {la[0]:.1f}" for w, la in loads)
     print(f"\nload average (1 min) at each section: {load_txt} ({os.cpu_count()} cores)")
     summary(figs, f"obsctl plan benchmarks ({'quick' if q else 'full'}, {time.perf_counter() - t_start:.0f} s, "
-                  f"speed {args.speed:g})")
+                  f"speed {args.speed:g}, drive control rate {site.mount.control_rate_hz:g} Hz)")
 
 
 if __name__ == "__main__":
