@@ -18,8 +18,6 @@ from ophyd import Device, DeviceStatus, Kind
 from devices.common import ObsDevice, Readback, Setpoint, run_in_thread, watch
 
 AXES = ("focus", "tilt_x", "tilt_y")
-#: readback within this of the target counts as arrived (mm, arcmin, arcmin: the IOC's in-position tolerances)
-TOLERANCE = {"focus": 0.02, "tilt_x": 0.1, "tilt_y": 0.1}
 
 
 class SubreflectorAxis(Device):
@@ -49,7 +47,7 @@ class SubreflectorAxis(Device):
 
         def work() -> None:
             self.setpoint.checked_put(float(value))
-            self.parent.in_position_after(status, {self.attr_name: float(value)})
+            self.parent.in_position_after(status)
 
         run_in_thread(status, work, f"{self.name}-set", finish=False)
         return status
@@ -75,20 +73,14 @@ class Subreflector(ObsDevice):
     beam_dy = Cpt(Readback, "BEAM_DY_RBV", kind=Kind.normal)
     rx = Cpt(Readback, "RX_RBV", string=True, kind=Kind.config)
 
-    def in_position_after(self, status: DeviceStatus, targets: dict[str, float]) -> None:
-        """Finish ``status`` once the subreflector is in position after the command just processed.
-
-        A state read as IN_POSITION right after the command may predate it (the IOC has not started moving
-        yet): it counts only when every commanded axis already reads within its tolerance of its target;
-        otherwise a newer IN_POSITION is awaited.
-        """
+    def in_position_after(self, status: DeviceStatus) -> None:
+        """Finish ``status`` once the subreflector is in position after the command just processed."""
         state, ts = self.state.fresh()
-        if state == "IN_POSITION" and all(abs(getattr(self, k).position - v) <= TOLERANCE[k]
-                                          for k, v in targets.items()):
+        if state == "IN_POSITION":
             status.set_finished()
             return
         watch(status, [self.state],
-              lambda: self.state.get() == "IN_POSITION" and (self.state.timestamp or 0.0) > ts)
+              lambda: self.state.get() == "IN_POSITION" and (self.state.timestamp or 0.0) >= ts)
 
     def move(self, *, focus: float | None = None, tilt_x: float | None = None, tilt_y: float | None = None,
              timeout: float | None = None) -> DeviceStatus:
@@ -99,7 +91,7 @@ class Subreflector(ObsDevice):
         def work() -> None:
             for key, value in targets.items():
                 getattr(self, key).setpoint.checked_put(float(value))
-            self.in_position_after(status, {k: float(v) for k, v in targets.items()})
+            self.in_position_after(status)
 
         run_in_thread(status, work, f"{self.name}-move", finish=False)
         return status

@@ -154,6 +154,7 @@ class SubreflectorIOC(ObsIOC):
         rb = self.sub.readback()
         for pv, key in ((self.focus_rbv, "FOCUS"), (self.tiltx_rbv, "TILTX"), (self.tilty_rbv, "TILTY")):
             await pv.write(rb[key], timestamp=t)
+        st = self.sub.state(t)  # a setpoint accepted during those writes has made the axes move again
         if self.state.value != st:
             # transitions carry the simulated instant they happened (arrival, end of settling), not the tick's
             arrived = self.sub.arrived_at if self.sub.arrived_at is not None else t

@@ -96,7 +96,7 @@ def command_subreflector(sub: Any, targets: dict[str, float], timeout: float = 1
     for key, value in targets.items():
         getattr(sub, key).setpoint.checked_put(float(value), timeout=timeout)
     status = DeviceStatus(sub)
-    sub.in_position_after(status, {k: float(v) for k, v in targets.items()})
+    sub.in_position_after(status)
     return status
 
 
