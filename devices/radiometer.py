@@ -198,6 +198,8 @@ class Radiometer(ObsDevice):
     boot = Cpt(Readback, "BOOT_RBV", kind=Kind.omitted, auto_monitor=False)
     hist_first = Cpt(Readback, "HIST_FIRST_RBV", kind=Kind.omitted, auto_monitor=False)
     hist_len = Cpt(Setpoint, "HIST_LEN_SP", kind=Kind.config)
+    #: the end of a window this device waits for: the IOC has the drive latch a position then
+    sync = Cpt(Setpoint, "SYNC_SP", kind=Kind.omitted, auto_monitor=False)
     # step-scan results (soft, time-stamped with the mean sample time)
     integration_time = Cpt(ResultSignal, value=1.0, units="s", kind=Kind.config)
     #: observatory time (s) at which the next fly window ends at the latest (NaN: at complete()); kickoff takes it
@@ -339,6 +341,18 @@ class Radiometer(ObsDevice):
     def _now(self) -> float | None:
         return self.clock.now() if self.clock is not None else None
 
+    def _want_until(self, t_end: float | None) -> None:
+        """Tell the IOC the stream is awaited up to ``t_end`` (observatory s; RAD:SYNC_SP), so that the samples
+        up to then go out at that instant, not at the drive's next periodic packet.  A failed write only
+        costs that wait."""
+        if t_end is None or not math.isfinite(t_end):
+            return
+        try:
+            self.sync.put(t_end, use_complete=False, connection_timeout=0.5)
+        except (OpException, TimeoutError) as err:
+            log.warning("%s: %s not written (%s): the window waits for the next drive packet",
+                        self.name, self.sync.pvname, err)
+
     # ---- step scans ----------------------------------------------------------------------------
     def trigger(self) -> DeviceStatus:
         """Collect the samples of one integration window; done once the stream has passed its end."""
@@ -349,6 +363,8 @@ class Radiometer(ObsDevice):
             self._window = _Window(self._now(), float(self.integration_time.get()))
             self._window.lost_at_start = self.total_lost
             self._window_status = status
+            t_end = self._window.t_end
+        self._want_until(t_end)
         return status
 
     def _finish_trigger(self) -> None:
@@ -392,6 +408,8 @@ class Radiometer(ObsDevice):
             self._fly_lost0 = self.total_lost
             self._fly_recovered0 = self.assembler.recovered
             self._fly_status = None
+            t_end = self._fly.t_end
+        self._want_until(t_end)
         status.set_finished()
         return status
 
@@ -412,6 +430,8 @@ class Radiometer(ObsDevice):
             b = self.last_block
             if b is not None and b.nsamp and float(b.col("T")[-1]) + 1.0 / b.rate_hz >= now - EPS:
                 self._finish_fly()
+                now = None
+        self._want_until(now)
         return status
 
     def _finish_fly(self) -> None:

@@ -8,16 +8,19 @@ old value.  Readbacks are written with timestamps from the observatory clock (``
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import math
 import signal
+import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from caproto import ChannelType
 from caproto._data import CannotExceedLimits
-from caproto.asyncio.server import start_server
+from caproto.asyncio.server import Context as _CaprotoServer
 from caproto.server import PVGroup, pvproperty
 from caproto.server.server import PvpropertyDouble, PvpropertyEnum, PvpropertyInteger, PvpropertyString
 
@@ -192,26 +195,54 @@ class Pacer:
     A loop calls ``await pacer.sleep(period)`` after each pass; a putter (a rate or a command changed) or an
     input monitor (a new drive packet) calls :meth:`wake`, and the next pass starts at once instead of at the
     end of the period.  A wake that comes during a pass is kept: the following sleep returns at once.
+    :meth:`at` asks for a pass at a given real instant as well (e.g. a position wanted at an instant): the
+    sleep ends then, unless the period ends first.
     """
 
     #: real s a woken loop still waits, so that the putter that woke it has committed its value
     SETTLE_S = 0.001
+    #: instants held at most; beyond it the latest are forgotten (a misbehaving client cannot grow the heap)
+    MAX_INSTANTS = 64
 
     def __init__(self) -> None:
-        self._wake = asyncio.Event()
+        self._event = asyncio.Event()
+        self._woken = False
+        self._instants: list[float] = []
 
     def wake(self) -> None:
         """Start the loop's next pass now (callable from the event loop only)."""
-        self._wake.set()
+        self._woken = True
+        self._event.set()
+
+    def at(self, when: float) -> None:
+        """Run a pass at the real instant ``when`` (``time.monotonic()`` s; a past instant: at once)."""
+        heapq.heappush(self._instants, when)
+        if len(self._instants) > self.MAX_INSTANTS:
+            self._instants = heapq.nsmallest(self.MAX_INSTANTS, self._instants)
+        self._event.set()
 
     async def sleep(self, seconds: float) -> bool:
-        """Sleep ``seconds`` (real s, <= 0: just yield) or until woken; True if woken early."""
-        if not self._wake.is_set():
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(seconds, 1e-6))
-            except TimeoutError:
+        """Sleep ``seconds`` (real s, <= 0: just yield), until an instant asked for, or until woken.
+
+        Returns True if woken early by :meth:`wake`.
+        """
+        end = time.monotonic() + seconds
+        while not self._woken:
+            limit = min(end, self._instants[0]) if self._instants else end
+            remaining = limit - time.monotonic()
+            if remaining <= 0:
+                now = time.monotonic()
+                while self._instants and self._instants[0] <= now:
+                    heapq.heappop(self._instants)
+                await asyncio.sleep(0)
                 return False
-        self._wake.clear()
+            self._event.clear()
+            try:
+                await asyncio.wait_for(self._event.wait(), remaining)
+            except TimeoutError:
+                pass
+        self._woken = False
+        self._event.clear()
         await asyncio.sleep(self.SETTLE_S)
         return True
 
@@ -317,12 +348,28 @@ def merged_pvdb(iocs: Sequence[PVGroup]) -> dict[str, Any]:
     return pvdb
 
 
+class _Server(_CaprotoServer):
+    """caproto's asyncio server with Nagle's algorithm off on every client circuit.
+
+    caproto binds its listening socket with protocol 0, so asyncio does not switch TCP_NODELAY on for the
+    sockets it accepts.  A monitor update written shortly after another (a sample block right after the
+    previous one) then waits for the client's delayed acknowledgement, up to 40 ms on Linux.  The EPICS
+    servers and libca switch Nagle off; so do these circuits.
+    """
+
+    async def tcp_handler(self, client: Any, addr: Any) -> None:
+        sock = client.writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await super().tcp_handler(client, addr)
+
+
 async def serve(iocs: Sequence[PVGroup], interface: str = "127.0.0.1") -> None:
     """Serve the groups until SIGTERM/SIGINT; the port comes from EPICS_CA_SERVER_PORT."""
     pvdb = merged_pvdb(iocs)
     await _fill_record_fields(pvdb)
     loop = asyncio.get_running_loop()
-    server_task = asyncio.create_task(start_server(pvdb, interfaces=[interface], log_pv_names=False))
+    server_task = asyncio.create_task(_Server(pvdb, [interface]).run(log_pv_names=False))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

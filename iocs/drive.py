@@ -22,6 +22,7 @@ Commands and setpoints
   SIM_PERR_HA_SP  simulation truth: extra pointing error of the structure in HA, unknown to the model (deg)
   SIM_PERR_DEC_SP same in Dec (deg)
   SUN_OBS_SP      NO / YES: the sun itself (TRACK_NAME_SP "sun", with offsets) allowed as a TRACK/SCAN target
+  SYNC_SP         a position packet wanted at this instant (Unix s of sim time; a past one: at once)
 Readbacks
   STATE_STS       STOPPED, SLEWING, TRACKING, DRIFTING, SCANNING, STOWING, STOWED, PARKED, FAULT
   ON_SOURCE_STS   NO/YES: |commanded - encoder| < on_source_tolerance on both axes (tracking/parked states)
@@ -69,10 +70,12 @@ Behaviour
 - Watchdog (real time) while SLEWING, TRACKING, SCANNING, STOWING or moving to a DRIFT park point.  A wind
   stow is the drive's own action: no watchdog, and only STOP/STOW are accepted until the wind has stayed
   below 80 % of wind_stow_m_s for ``inst.options["wind_clear_s"]`` sim s (default 300).
-- Control cycles run every 1/control_rate_hz real s, at once when a command or an offset is written, and
-  when the settle time of an axis pair on source runs out.  "On source" starts at the instant the axes came
-  within on_source_tolerance_deg of the command (found from the exact kinematics between cycles), so
-  SETTLED_STS and the packet's ON_SOURCE say YES in the first cycle after that instant + settle_time_s.
+- Control cycles run every 1/control_rate_hz real s, at once when a command or an offset is written, when
+  the settle time of an axis pair on source runs out, and at the instants written to SYNC_SP (the radiometer
+  asks for the end of an integration, so that its samples need not wait for the next periodic packet).
+  "On source" starts at the instant the axes came within on_source_tolerance_deg of the command (found from
+  the exact kinematics between cycles), so SETTLED_STS and the packet's ON_SOURCE say YES in the first cycle
+  after that instant + settle_time_s.
 - The drive starts STOPPED at the stow position.  Encoders carry white noise (encoder_noise_deg) and a
   smooth wind-buffeting error (~1 mdeg rms at 10 m/s, growing as wind^2; none when stowed).
 """
@@ -100,6 +103,7 @@ from iocs.sim.drive import (
     Axis,
     AxisSpec,
     EncoderNoise,
+    entry_time,
     hadec_to_azel,
     predict_path,
     sun_distance,
@@ -164,6 +168,8 @@ class DriveIOC(ObsIOC):
     perr_dec = pv_float("SIM_PERR_DEC_SP", "Sim truth: unmodelled Dec pointing error", "deg", lo=-1, hi=1,
                         precision=5, writable=True)
     sun_obs = pv_enum("SUN_OBS_SP", "Sun itself allowed as TRACK/SCAN target", NO_YES, writable=True)
+    sync = pv_float("SYNC_SP", "Position packet wanted at this instant", "s", lo=0, hi=1e11, precision=6,
+                    writable=True)
 
     state = pv_enum("STATE_STS", "Drive state", STATES)
     on_source = pv_enum("ON_SOURCE_STS", "Within tolerance of command, both axes", NO_YES)
@@ -256,31 +262,11 @@ class DriveIOC(ObsIOC):
         self.t, self.dt_last, self.cur, self.arrived = t, dt, c1, done_h and done_d
 
     def entry_time(self, tol: float) -> float:
-        """When, during the last :meth:`advance`, both axes came within ``tol`` (deg) of their command (s).
-
-        The kinematics are exact, so the instant is found by bisection on copies of the axes (to 1/1000 of
-        the step): the servo judges "on source" continuously, not only at the control cycles that publish it.
-        """
+        """When, during the last :meth:`advance`, both axes came within ``tol`` (deg) of their command (s)."""
         if self.last_step is None:
             return self.t
         t0, dt, axes0, c0, c1 = self.last_step
-        cmds = ((c0.ha_cmd, c1.ha_cmd), (c0.dec_cmd, c1.dec_cmd))
-
-        def within(h: float) -> bool:
-            for ax0, (a0, a1) in zip(axes0, cmds, strict=True):
-                ax, rate = ax0.copy(), (a1 - a0) / dt
-                ax.step(h, a0, rate)
-                if abs(a0 + rate * h - ax.pos) >= tol:
-                    return False
-            return True
-
-        lo, hi = 0.0, dt
-        if within(lo):
-            return t0
-        for _ in range(10):
-            mid = 0.5 * (lo + hi)
-            lo, hi = (lo, mid) if within(mid) else (mid, hi)
-        return t0 + hi
+        return entry_time(axes0, ((c0.ha_cmd, c1.ha_cmd), (c0.dec_cmd, c1.dec_cmd)), t0, dt, tol)
 
     def _stop_goal(self, t: float, why: str) -> FixedGoal:
         b = self.corr.believed(self.axes[0].stop_point(), self.axes[1].stop_point(), t)
@@ -415,6 +401,11 @@ class DriveIOC(ObsIOC):
             self._cache = None
             self.arrived = False
             await self._unsettle()
+        return value
+
+    @sync.putter
+    async def sync(self, instance, value):
+        self.pacer.at(time.monotonic() + (value - self.clock.now()) / self.clock.speed + SETTLE_MARGIN_S)
         return value
 
     @heartbeat.putter

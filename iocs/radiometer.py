@@ -62,6 +62,9 @@ HIST_RBV       a replayed block (obsctl.blocks layout, REPLAY set)
 REPLAY_SP      replay the history from this block sequence number on
 HIST_FIRST_RBV sequence number of the oldest block held for replay
 HIST_LEN_SP    blocks kept for replay (10..100000)
+SYNC_SP        samples wanted up to this instant (Unix s of observatory time, e.g. the end of an integration):
+               RAD writes DRV:SYNC_SP for the instant its chain (filter, average) has every raw sample needed,
+               so that the block holding them goes out then instead of after the next periodic drive packet
 """
 
 from __future__ import annotations
@@ -265,6 +268,8 @@ class RadiometerIOC(ObsIOC):
     hist_first = pv_int("HIST_FIRST_RBV", "Oldest block number held for replay", "block")
     hist_len = pv_int("HIST_LEN_SP", "Blocks kept for replay", "block", HISTORY_BLOCKS, lo=10, hi=100_000,
                       writable=True)
+    sync = pv_float("SYNC_SP", "Samples wanted up to this instant", "s", lo=0, hi=1e11, precision=6,
+                    writable=True)
 
     def __init__(self, site: Site, inst: InstrumentConfig, clock: ObservatoryClock, **kwargs: Any):
         super().__init__(site, inst, clock, **kwargs)
@@ -292,7 +297,9 @@ class RadiometerIOC(ObsIOC):
                     self.sensor_pvs[sel] = full
         #: the subreflector's effect on the beam (gain factor, beam shift along HA and Dec), when there is a SUB
         self.optics_pvs = optics_pvs(site)
-        self.sensors = CALink(sorted(set(self.sensor_pvs.values()) | set(self.optics_pvs)))
+        self.drive_sync = name("drive", "SYNC_SP")  # output link: a drive packet wanted at an instant
+        self.sensors = CALink(sorted(set(self.sensor_pvs.values()) | set(self.optics_pvs)
+                                     | ({self.drive_sync} if self.drive_sync else set())))
         self.track = PositionTrack(maxlen=512)
         self.settings: Settings | None = None
         self.pipeline = SamplePipeline()
@@ -510,6 +517,14 @@ class RadiometerIOC(ObsIOC):
         self._trim_history(int(value))  # the PV takes the new value only after the putter returns
         await self._publish_history_first(self.clock.now())
         return int(value)
+
+    @sync.putter
+    async def sync(self, instance, value):
+        """Ask the drive for a position packet at the instant output samples up to ``value`` can be made."""
+        if self.drive_sync and self.sensors.connected(self.drive_sync):
+            st = self.settings or self._current_settings()
+            await self.sensors.write(self.drive_sync, value + (self.pipeline.h + st.avg - 1) / st.rate)
+        return value
 
     # ---- putters -----------------------------------------------------------------------------
     @acq_cmd.putter
