@@ -25,6 +25,9 @@ Step scans: ``trigger()`` collects every sample whose time lies in a window of `
 seconds of *observatory* time (judged from the samples' own time stamps, not the wall clock) starting at
 the trigger (the observatory clock's now; without a clock, the first sample that arrives); ``read()``
 then gives the means (DVM1/DVM2, HA, Dec, Az, El), the standard deviations and the number of samples.
+The window's end is written to ``SYNC_SP``, so that the IOC has the drive latch a position then and the
+last samples of the window need not wait for the drive's next periodic packet (also the planned or actual
+end of a fly window).
 
 Fly scans: ``kickoff()`` starts keeping every sample, ``complete()`` ends the window at that instant and
 finishes once the stream has passed it, ``collect_pages()`` hands the samples over as one Event per sample
