@@ -207,11 +207,16 @@ class Pacer:
     def __init__(self) -> None:
         self._event = asyncio.Event()
         self._woken = False
+        self._settle = False
         self._instants: list[float] = []
 
-    def wake(self) -> None:
-        """Start the loop's next pass now (callable from the event loop only)."""
+    def wake(self, settle: bool = True) -> None:
+        """Start the loop's next pass now (callable from the event loop only).
+
+        ``settle`` False: the waker's data are already in place (an input monitor), no :attr:`SETTLE_S` wait.
+        """
         self._woken = True
+        self._settle = self._settle or settle
         self._event.set()
 
     def at(self, when: float) -> None:
@@ -243,7 +248,8 @@ class Pacer:
                 pass
         self._woken = False
         self._event.clear()
-        await asyncio.sleep(self.SETTLE_S)
+        await asyncio.sleep(self.SETTLE_S if self._settle else 0)
+        self._settle = False
         return True
 
 

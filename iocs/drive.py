@@ -123,6 +123,7 @@ LIMITS = ["OK", "HA_LOW", "HA_HIGH", "DEC_LOW", "DEC_HIGH", "HORIZON", "SUN"]
 ON_SOURCE_STATES = {"TRACKING", "SCANNING", "DRIFTING", "PARKED", "STOWED"}
 NO_YES = ["NO", "YES"]
 SETTLE_MARGIN_S = 0.001  # real s a settle-time wake comes late, so that the cycle it runs finds the drive settled
+SYNC_MARGIN_S = 0.0002  # real s a SYNC_SP cycle comes late, so that its packet's time is not before the instant
 _I32 = 2**31 - 1
 
 
@@ -405,7 +406,7 @@ class DriveIOC(ObsIOC):
 
     @sync.putter
     async def sync(self, instance, value):
-        self.pacer.at(time.monotonic() + (value - self.clock.now()) / self.clock.speed + SETTLE_MARGIN_S)
+        self.pacer.at(time.monotonic() + (value - self.clock.now()) / self.clock.speed + SYNC_MARGIN_S)
         return value
 
     @heartbeat.putter

@@ -286,7 +286,7 @@ class RadiometerIOC(ObsIOC):
 
         self.inputs = TimedInputs(name("drive", "POS_PKT"), name("instrumentation", "ND_K_RBV"),
                                   name("instrumentation", "RX_SEL_SP"))
-        self.inputs.on_packet = self.pacer.wake
+        self.inputs.on_packet = lambda: self.pacer.wake(settle=False)
         self.sensor_pvs: dict[int, str] = {}
         kinds = {"TMS": "housekeeping", "WX": "weather"}
         for sel, spec in rsim.VOLT_INPUTS.items():
