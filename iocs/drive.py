@@ -267,7 +267,13 @@ class DriveIOC(ObsIOC):
         if self.last_step is None:
             return self.t
         t0, dt, axes0, c0, c1 = self.last_step
-        return entry_time(axes0, ((c0.ha_cmd, c1.ha_cmd), (c0.dec_cmd, c1.dec_cmd)), t0, dt, tol)
+        t_in = entry_time(axes0, ((c0.ha_cmd, c1.ha_cmd), (c0.dec_cmd, c1.dec_cmd)), t0, dt, tol)
+        return self.t if t_in is None else t_in
+
+    def next_entry(self, tol: float, horizon: float) -> float | None:
+        """When the axes will come within ``tol`` (deg) of the command in the next ``horizon`` s, or None."""
+        c0, c1 = self._eval(self.goal, self.t), self.goal.at(self.t + horizon)
+        return entry_time(self.axes, ((c0.ha_cmd, c1.ha_cmd), (c0.dec_cmd, c1.dec_cmd)), self.t, horizon, tol)
 
     def _stop_goal(self, t: float, why: str) -> FixedGoal:
         b = self.corr.believed(self.axes[0].stop_point(), self.axes[1].stop_point(), t)
@@ -555,8 +561,13 @@ class DriveIOC(ObsIOC):
         elif self.on_since is None:
             self.on_since = min(self.entry_time(tol), t)
         settled = bool(on and t - self.on_since >= m.settle_time_s)
-        # on source but not settled yet: the next cycle comes when the settle time is over
-        self.settle_due = self.on_since + m.settle_time_s if on and not settled else None
+        # the next cycle comes when the settle time is over, also when the axes will arrive before the next
+        # periodic cycle (exact kinematics): a short move is settled the settle time after its arrival
+        entry = self.on_since if on else None
+        if not on and self.state_name not in ("STOPPED", "FAULT"):
+            entry = self.next_entry(tol, self.clock.speed / m.control_rate_hz)
+            entry = entry if entry is not None and entry > t else None  # within already: no extra cycle
+        self.settle_due = entry + m.settle_time_s if entry is not None and not settled else None
         az, el = hadec_to_azel(ha_obs, dec_obs, self.lat)
         lst = float(self.sidereal(t))
         sun = self.sun(t)

@@ -197,13 +197,15 @@ def predict_path(ha_axis: Axis, dec_axis: Axis, command, t0: float, max_s: float
     return np.array(ts), np.array(has), np.array(decs)
 
 
-def entry_time(axes0: list[Axis], cmds: tuple[tuple[float, float], ...], t0: float, dt: float, tol: float) -> float:
-    """When both axes, stepped from ``axes0`` at ``t0`` for ``dt`` s, came within ``tol`` deg of their command.
+def entry_time(axes0: list[Axis] | tuple[Axis, ...], cmds: tuple[tuple[float, float], ...], t0: float, dt: float,
+               tol: float) -> float | None:
+    """When both axes, stepped from ``axes0`` at ``t0`` for ``dt`` s, come within ``tol`` deg of their command.
 
     ``cmds`` holds each axis's command at ``t0`` and at ``t0 + dt`` (linear in between).  The kinematics are
     exact, so the instant is found by bisection on copies of the axes (to 1/1000 of the step): the servo
     judges "on source" continuously, not only at the control cycles that publish it.  Returns ``t0`` if the
-    axes were already within ``tol`` then (s).
+    axes are within ``tol`` then, None if they are not by ``t0 + dt`` (s).  The profile never overshoots, so
+    axes within the tolerance stay within it.
     """
     def within(h: float) -> bool:
         for ax0, (a0, a1) in zip(axes0, cmds, strict=True):
@@ -216,6 +218,8 @@ def entry_time(axes0: list[Axis], cmds: tuple[tuple[float, float], ...], t0: flo
     lo, hi = 0.0, dt
     if within(lo):
         return t0
+    if not within(hi):
+        return None
     for _ in range(10):
         mid = 0.5 * (lo + hi)
         lo, hi = (lo, mid) if within(mid) else (mid, hi)
