@@ -25,7 +25,6 @@ import argparse
 import copy
 import math
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -505,16 +504,9 @@ def summary(figs: list[Figure], title: str) -> None:
 
 def site_with_control_rate(rate_hz: float, directory: Path) -> Any:
     """The reference site with ``mount.control_rate_hz`` set to ``rate_hz``, written to ``directory``."""
-    from obsctl.site import DEFAULT_SITE_FILE, load_site
+    from obsctl.site import write_site_variant
 
-    text, n = re.subn(r"(?m)^control_rate_hz\s*=.*$", f"control_rate_hz = {rate_hz:g}", DEFAULT_SITE_FILE.read_text())
-    if n != 1:
-        raise SystemExit(f"{DEFAULT_SITE_FILE}: no single control_rate_hz line to replace")
-    text = re.sub(r'(?m)^pointing_model_file\s*=\s*"(.*)"',
-                  lambda m: f'pointing_model_file = "{DEFAULT_SITE_FILE.parent / m.group(1)}"', text)
-    path = directory / "site.toml"
-    path.write_text(text)
-    return load_site(path)
+    return write_site_variant(directory, control_rate_hz=rate_hz)
 
 
 def with_load(what: str, func: Callable[[], Any], loads: list[tuple[str, tuple[float, float, float]]]) -> Any:

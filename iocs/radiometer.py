@@ -520,10 +520,14 @@ class RadiometerIOC(ObsIOC):
 
     @sync.putter
     async def sync(self, instance, value):
-        """Ask the drive for a position packet at the instant output samples up to ``value`` can be made."""
+        """Ask the drive for a position packet at the instant output samples up to ``value`` can be made.
+
+        That is the last raw sample before ``value``, plus what the median filter and the average still need.
+        """
         if self.drive_sync and self.sensors.connected(self.drive_sync):
             st = self.settings or self._current_settings()
-            await self.sensors.write(self.drive_sync, value + (self.pipeline.h + st.avg - 1) / st.rate)
+            k_last = math.ceil(value * st.rate) - 1 + self.pipeline.h + st.avg - 1
+            await self.sensors.write(self.drive_sync, k_last / st.rate)
         return value
 
     # ---- putters -----------------------------------------------------------------------------

@@ -8,6 +8,8 @@ number carries its unit in the field name (``_deg``, ``_mhz``, ``_k``, ...).  A 
 from __future__ import annotations
 
 import math
+import re
+import shutil
 import tomllib
 from functools import cached_property
 from pathlib import Path
@@ -283,3 +285,27 @@ def load_site(path: str | Path | None = None) -> Site:
             f"{site.resolve(site.mount.pointing_model_file)} does not exist"
         )
     return site
+
+
+def write_site_variant(directory: str | Path, source: str | Path | None = None, **values: float | str) -> Site:
+    """A copy of a site file with some ``key = value`` lines changed, written to ``directory`` and loaded.
+
+    IOC processes read their site from a file, so a site that differs from the reference one (a slower drive
+    loop for a test, a what-if for a benchmark) is written out: ``write_site_variant(d, control_rate_hz=2)``.
+    Each key must name exactly one line of the file (SiteError otherwise); the files next to the source (the
+    pointing model) are copied along so that relative paths still hold.
+    """
+    src = Path(source) if source else DEFAULT_SITE_FILE
+    text = src.read_text()
+    for key, value in values.items():
+        rendered = f'"{value}"' if isinstance(value, str) else repr(float(value))
+        text, n = re.subn(rf"(?m)^{re.escape(key)}\s*=[^#\n]*", f"{key} = {rendered} ", text)
+        if n != 1:
+            raise SiteError(f"{src}: {n} lines set {key!r}; a variant needs exactly one")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in src.parent.iterdir():
+        if f.is_file() and f.suffix != ".toml":
+            shutil.copy2(f, out / f.name)
+    (out / src.name).write_text(text)
+    return load_site(out / src.name)
