@@ -122,8 +122,8 @@ STATES = ["STOPPED", "SLEWING", "TRACKING", "DRIFTING", "SCANNING", "STOWING", "
 LIMITS = ["OK", "HA_LOW", "HA_HIGH", "DEC_LOW", "DEC_HIGH", "HORIZON", "SUN"]
 ON_SOURCE_STATES = {"TRACKING", "SCANNING", "DRIFTING", "PARKED", "STOWED"}
 NO_YES = ["NO", "YES"]
-SETTLE_MARGIN_S = 0.001  # real s a settle-time wake comes late, so that the cycle it runs finds the drive settled
-SYNC_MARGIN_S = 0.0002  # real s a SYNC_SP cycle comes late, so that its packet's time is not before the instant
+#: real s a cycle due at an instant (settle time over, SYNC_SP) comes late, so that its time is not before it
+DUE_MARGIN_S = 0.0002
 _I32 = 2**31 - 1
 
 
@@ -412,7 +412,7 @@ class DriveIOC(ObsIOC):
 
     @sync.putter
     async def sync(self, instance, value):
-        self.pacer.at(time.monotonic() + (value - self.clock.now()) / self.clock.speed + SYNC_MARGIN_S)
+        self.pacer.at(time.monotonic() + (value - self.clock.now()) / self.clock.speed + DUE_MARGIN_S)
         return value
 
     @heartbeat.putter
@@ -451,7 +451,7 @@ class DriveIOC(ObsIOC):
             await self.cycle()
             wait = period - (time.monotonic() - r0)
             if self.settle_due is not None:
-                wait = min(wait, (self.settle_due - self.clock.now()) / self.clock.speed + SETTLE_MARGIN_S)
+                wait = min(wait, (self.settle_due - self.clock.now()) / self.clock.speed + DUE_MARGIN_S)
             await self.pacer.sleep(wait)  # a new command: a cycle at once
 
     async def shutdown(self) -> None:

@@ -21,7 +21,7 @@ from tests.helpers import get, put, put_rejected
 
 NIGHT = "2026-11-21T22:00:00"
 SPEED = 60.0
-LATE = 0.12 * SPEED  # 120 real ms: the most an answer may come after its instant (periodic: 500 ms)
+LATE = 0.2 * SPEED  # 200 real ms: the most an answer may come after its instant (periodic cycles: 500 ms)
 
 
 def _slow_site(rate_hz: float, directory):
@@ -67,6 +67,7 @@ def test_drive_and_radiometer_answer_a_requested_instant(observatory, tmp_path):
         wait_for(lambda n0=n0, t_req=t_req: any(t >= t_req + 0.3 * SPEED for t in packets.since(n0)), 5,
                  what="the packets after the instant")
         first = min(t for t in packets.since(n0) if t >= t_req)
+        print(f"DRV:SYNC_SP: packet {1e3 * (first - t_req) / SPEED:.1f} real ms after the instant")
         assert first - t_req < LATE, f"first packet {first - t_req:.3f} s after the instant asked for"
     # an instant already past: a packet at once
     n0 = len(packets.items)
@@ -87,6 +88,7 @@ def test_drive_and_radiometer_answer_a_requested_instant(observatory, tmp_path):
             return [stamp for stamp, b in blks.since(n0) if b.nsamp and b.col("T")[-1] + 1.0 / rate >= t_req]
 
         wait_for(covering, 5, what="a block reaching the instant")
+        print(f"RAD:SYNC_SP: block published {1e3 * (covering()[0] - t_req) / SPEED:.1f} real ms after the instant")
         assert covering()[0] - t_req < LATE, f"published {covering()[0] - t_req:.3f} s after the instant"
 
 
@@ -108,6 +110,7 @@ def test_a_short_move_is_settled_its_settle_time_after_arrival(observatory, tmp_
         wait_for(lambda n0=n0, t_cmd=t_cmd: any(on > 0.5 and t > t_cmd for t, on in packets.since(n0)), 15,
                  what="settled again")
         t_settled = min(t for t, on in packets.since(n0) if on > 0.5 and t > t_cmd)
+        print(f"offset step {step:+g} deg: settled {t_settled - t_cmd:.2f} s after the command (settle {settle:g} s)")
         # arrival within ~0.3 s (0.01 deg at the axis limits), then the settle time; the next periodic cycle
         # after the command would come 240 s later
         assert settle <= t_settled - t_cmd < settle + 0.3 + LATE, f"settled {t_settled - t_cmd:.2f} s after the command"
