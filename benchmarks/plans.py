@@ -502,13 +502,6 @@ def summary(figs: list[Figure], title: str) -> None:
     Console(width=130).print(table)
 
 
-def site_with_control_rate(rate_hz: float, directory: Path) -> Any:
-    """The reference site with ``mount.control_rate_hz`` set to ``rate_hz``, written to ``directory``."""
-    from obsctl.site import write_site_variant
-
-    return write_site_variant(directory, control_rate_hz=rate_hz)
-
-
 def with_load(what: str, func: Callable[[], Any], loads: list[tuple[str, tuple[float, float, float]]]) -> Any:
     loads.append((what, os.getloadavg()))
     return func()
@@ -542,12 +535,12 @@ def main() -> None:
     from devices import registry
     from obsctl import launcher
     from obsctl.clock import ObservatoryClock
-    from obsctl.site import load_site
+    from obsctl.site import load_site, write_site_variant
 
     loads: list[tuple[str, tuple[float, float, float]]] = [("start", os.getloadavg())]
     t_start = time.perf_counter()
     state = Path(tempfile.mkdtemp(prefix="obsctl-plans-bench-"))
-    site = load_site() if args.control_rate is None else site_with_control_rate(args.control_rate, state)
+    site = load_site() if args.control_rate is None else write_site_variant(state, control_rate_hz=args.control_rate)
     t0 = time.perf_counter()
     obs = launcher.start(site, state, only=DEVS, base_port=base, repeater_port=base - 1, speed=args.speed,
                          epoch=EPOCH, timeout=120)

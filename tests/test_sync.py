@@ -24,10 +24,6 @@ SPEED = 60.0
 LATE = 0.2 * SPEED  # 200 real ms: the most an answer may come after its instant (periodic cycles: 500 ms)
 
 
-def _slow_site(rate_hz: float, directory):
-    return write_site_variant(directory, control_rate_hz=rate_hz)
-
-
 class _Monitor:
     """Every update of one PV, with its own contents decoded by ``decode``."""
 
@@ -49,7 +45,7 @@ class _Monitor:
 
 
 def test_drive_and_radiometer_answer_a_requested_instant(observatory, tmp_path):
-    obs = observatory(["DRV", "RAD"], speed=SPEED, epoch=NIGHT, site=_slow_site(2.0, tmp_path / "site"))
+    obs = observatory(["DRV", "RAD"], speed=SPEED, epoch=NIGHT, site=write_site_variant(tmp_path, control_rate_hz=2.0))
     clock = ObservatoryClock.from_env({"OBSCTL_CLOCK": obs.state.clock})
     put(obs.pv("DRV", "WATCHDOG_ENA_SP"), "DISABLED")
     put(obs.pv("DRV", "TRACK_NAME_SP"), "PictorA")
@@ -94,7 +90,7 @@ def test_drive_and_radiometer_answer_a_requested_instant(observatory, tmp_path):
 
 def test_a_short_move_is_settled_its_settle_time_after_arrival(observatory, tmp_path):
     """A control cycle every 4 real s (240 s at 60x), a settle time of 2 s: settled at arrival + 2 s all the same."""
-    obs = observatory(["DRV"], speed=SPEED, epoch=NIGHT, site=_slow_site(0.25, tmp_path / "site"))
+    obs = observatory(["DRV"], speed=SPEED, epoch=NIGHT, site=write_site_variant(tmp_path, control_rate_hz=0.25))
     clock = ObservatoryClock.from_env({"OBSCTL_CLOCK": obs.state.clock})
     settle = obs.site.mount.settle_time_s
     assert settle == 2.0

@@ -53,12 +53,10 @@ def packet(drive: Any, fresh: bool = False) -> np.ndarray:
     """
     from devices.drive import PKT_LENGTH  # noqa: PLC0415
 
-    def as_packet(raw: Any) -> np.ndarray:
-        return np.asarray(raw if raw is not None else [], dtype=float).reshape(-1)
-
-    pkt = as_packet(drive.pos_pkt.fresh()[0] if fresh else drive.pos_pkt.get())
-    if pkt.size != PKT_LENGTH and not fresh:  # just connected: the first monitor update may not be here yet
-        pkt = as_packet(drive.pos_pkt.fresh()[0])
+    pkt = None if fresh else drive.packet()
+    if pkt is None:  # read now: asked for, or just connected and the first monitor update is not here yet
+        raw = drive.pos_pkt.fresh()[0]
+        pkt = np.asarray(raw if raw is not None else [], dtype=float).reshape(-1)
     if pkt.size != PKT_LENGTH:
         raise common.ProgramError(f"the drive's position packet {drive.pos_pkt.pvname} is empty "
                                   "(drive IOC starting?)")
