@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import threading
 import weakref
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,17 @@ class _Heartbeat:
         return self.thread.is_alive() and not self._stop.is_set()
 
 
+@dataclass
+class _LastMove:
+    """This client's newest track or slew: what it asked (``key``), its Status and how to see it still holds."""
+
+    key: tuple
+    status: DriveStatus
+    final: str  # the drive state of the move done
+    rbvs: list[tuple[Any, float]] = field(default_factory=list)  # readbacks that must still show these values
+    target_ts: float | None = None  # TARGET_RBV time stamp when the move finished
+
+
 class Drive(ObsDevice):
     """Telescope drive (DRV IOC) as a positioner over source names or ICRS coordinates.
 
@@ -170,6 +182,7 @@ class Drive(ObsDevice):
         super().__init__(prefix=prefix, name=name, **kwargs)
         self._pending: set[Any] = set()
         self._pending_lock = threading.Lock()
+        self._last: _LastMove | None = None
         self._heartbeat = _Heartbeat(self.heartbeat, heartbeat_period)
         weakref.finalize(self, self._heartbeat.stop)
 
@@ -248,6 +261,7 @@ class Drive(ObsDevice):
         status = DriveStatus(self, timeout=timeout)
         final = done_state or DONE_STATE[mode]
         status.command = what
+        self._last = None
 
         def work() -> None:
             for sig, value in puts:
@@ -309,14 +323,60 @@ class Drive(ObsDevice):
         ``sun_obs`` asks for solar observing: the drive then accepts the sun itself (``target="sun"``, with
         offsets) despite its sun avoidance, which still guards every other target; without it the sun is refused.
         When the drive already tracks this target (state TRACKING, same TARGET_RBV, no move of this client under
-        way), only the offsets are written: the same move, without re-commanding TRACK.
+        way), only the offsets are written: the same move, without re-commanding TRACK.  Asked again for this
+        client's newest track (same target, offsets and ``sun_obs``), it returns that move's Status while it is
+        under way, or a finished one while the drive still holds it settled (``slew`` does the same).
         """
         puts, label = self._target_puts(target)
         offsets = self._offset_puts((self.off_ha.setpoint, self.off_dec.setpoint), off_ha, off_dec)
+        key = ("TRACK", label, off_ha, off_dec, sun_obs)
+        again = self._again(key)
+        if again is not None:
+            return again
         sun = self._sun_puts(sun_obs)
         if not sun and self._tracking(label):
-            return self._move_offsets(label, offsets, timeout)
-        return self._command(f"track {label}", puts + offsets + sun, "TRACK", timeout)
+            status = self._move_offsets(label, offsets, timeout)
+        else:
+            status = self._command(f"track {label}", puts + offsets + sun, "TRACK", timeout)
+        rbvs = [(self.off_ha.readback if sig is self.off_ha.setpoint else self.off_dec.readback, v)
+                for sig, v in offsets]
+        return self._remember(key, status, "TRACKING", rbvs)
+
+    def _again(self, key: tuple) -> DriveStatus | None:
+        """This client's newest move if ``key`` asks for it again, else None.
+
+        While it is under way, its own Status (a plan may start the next step's move early and then ask for
+        it in the step); once done, a finished Status if the drive still holds it: no command accepted
+        since (TARGET_RBV stamp), the move's final state in a settled packet, the offsets as asked.  Saves
+        re-writing the command and waiting for a control cycle to confirm what the drive already reports.
+        """
+        last = self._last
+        if last is None or last.key != key:
+            return None
+        if not last.status.done:
+            return last.status
+        pkt = self.packet()
+        if not (last.status.success and last.target_ts is not None and self.target.timestamp == last.target_ts
+                and pkt is not None and self.packet_state(pkt) == last.final and pkt[PKT_ON_SOURCE] > 0.5
+                and all(abs(float(rbv.get()) - v) <= 1e-7 for rbv, v in last.rbvs)):
+            return None
+        status = DriveStatus(self)
+        status.command = f"{last.status.command} (settled on it already)"
+        status.set_finished()
+        return status
+
+    def _remember(self, key: tuple, status: DriveStatus, final: str,
+                  rbvs: list[tuple[Any, float]] | None = None) -> DriveStatus:
+        """Note ``status`` as the newest move, asked as ``key``; returns it."""
+        last = _LastMove(key, status, final, rbvs or [])
+
+        def finished(st: Any) -> None:
+            if st.success:
+                last.target_ts = self.target.timestamp
+
+        self._last = last
+        status.add_callback(finished)
+        return status
 
     def _tracking(self, label: str) -> bool:
         """Whether the drive is tracking (not scanning, not re-commanded) the target ``label`` now."""
@@ -366,8 +426,13 @@ class Drive(ObsDevice):
              timeout: float | None = None) -> DriveStatus:
         """Slew to a fixed apparent position: HA/Dec (``frame='HADEC'``) or Az/El (``'AZEL'``), deg."""
         frame = frame.upper()
+        key = ("SLEW", frame, float(x_deg), float(y_deg))
+        again = self._again(key)
+        if again is not None:
+            return again
         puts = [(self.slew_frame, frame), (self.slew_x, float(x_deg)), (self.slew_y, float(y_deg))]
-        return self._command(f"slew {frame} {x_deg:g} {y_deg:g}", puts, "SLEW", timeout)
+        return self._remember(key, self._command(f"slew {frame} {x_deg:g} {y_deg:g}", puts, "SLEW", timeout),
+                              DONE_STATE["SLEW"])
 
     def drift(self, target: Any, lead_deg: float = 0.5, *, timeout: float | None = None) -> DriveStatus:
         """Park ``lead_deg`` of HA ahead of ``target``; the Status finishes when parked and settled.

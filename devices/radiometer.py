@@ -51,6 +51,7 @@ import numpy as np
 from ophyd import Component as Cpt
 from ophyd import DeviceStatus, Kind, Signal
 from ophyd.status import StatusBase
+from ophyd.utils import InvalidState
 from ophyd.utils.errors import OpException
 
 from devices.common import ObsDevice, Readback, ResultSignal, SampleLoss, Setpoint
@@ -368,6 +369,35 @@ class Radiometer(ObsDevice):
             self._window_status = status
             t_end = self._window.t_end
         self._want_until(t_end)
+        return status
+
+    def window_over(self) -> StatusBase:
+        """A Status finishing when the observatory clock passes the end of the window being triggered.
+
+        From then on the telescope may move on: the samples are those of the window, which the stream still
+        has to deliver (the trigger's own Status).  Finished at once without a pending trigger or a clock.
+        """
+        status = StatusBase()
+        with self._lock:
+            win, trig = self._window, self._window_status
+        t_end = win.t_end if win is not None else None
+        delay = self.clock.real_duration(t_end - self.clock.now()) if t_end is not None and self.clock else 0.0
+        if trig is None or trig.done or delay <= 0:
+            status.set_finished()
+            return status
+
+        def over(*_: Any) -> None:
+            if not status.done:
+                try:
+                    status.set_finished()
+                except InvalidState:  # the other path finished it meanwhile
+                    pass
+
+        timer = threading.Timer(delay, over)
+        timer.daemon = True
+        timer.start()
+        trig.add_callback(over)  # a trigger that ends (or fails) first ends the wait too
+        status.add_callback(lambda _st: timer.cancel())
         return status
 
     def _finish_trigger(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,16 @@ from plans.runs import (
     source_hadec,
     window_stats,
 )
-from plans.stubs import collect_samples, diodes_off, drift_park, go_on_source, offset_scan, set_diode, slew
+from plans.stubs import (
+    collect_samples,
+    diodes_off,
+    drift_park,
+    go_on_source,
+    offset_scan,
+    set_diode,
+    slew,
+    step_series,
+)
 
 
 # ---- drift scan -------------------------------------------------------------------------------------------
@@ -159,16 +169,12 @@ def _cross_body(drive: Drive, radiometer: Radiometer, ctx: PlanContext, source: 
     elif mode == "step":
         yield from bps.mv(radiometer.integration_time, integration_s)
         for axis in ("ha", "dec"):
-            xs, ys = [], []
             scale = cosd if axis == "ha" else 1.0
-            for x in np.linspace(-half, half, npoints) / scale:
-                yield from bps.checkpoint()
-                yield from go_on_source(drive, source, *((float(x), 0.0) if axis == "ha" else (0.0, float(x))))
-                yield from bps.trigger_and_read([radiometer, drive])
-                xs.append(float(x))
-                ys.append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
-                stats["el_deg"] = float(radiometer.el.get())
-            cuts[axis] = (np.array(xs), np.array(ys))
+            xs = [float(x) for x in np.linspace(-half, half, npoints) / scale]
+            moves = [partial(go_on_source, drive, source, *((x, 0.0) if axis == "ha" else (0.0, x))) for x in xs]
+            got = yield from step_series(radiometer, [radiometer, drive], moves)
+            stats["el_deg"] = got[-1][1]
+            cuts[axis] = (np.array(xs), np.array([t for t, _ in got]))
     else:
         raise ValueError(f"mode {mode!r} is not 'fly' or 'step'")
     ha_fit, dec_fit = fitting.cross_scan(cuts["ha"][0], cuts["ha"][1], cuts["dec"][0], cuts["dec"][1],
@@ -250,13 +256,11 @@ def pointing_check(drive: Drive, radiometer: Radiometer, source: str, *, method:
             d = ctx.fwhm / 2
             yield from go_on_source(drive, source, 0.0, 0.0)
             yield from bps.mv(radiometer.integration_time, integration_s)
-            temps = {}
-            for key, (x, y) in {"ref": (0.0, 4 * ctx.fwhm), "on": (0.0, 0.0), "north": (0.0, d),
-                                "south": (0.0, -d), "east": (-d / cosd, 0.0), "west": (d / cosd, 0.0)}.items():
-                yield from bps.checkpoint()
-                yield from go_on_source(drive, source, x, y)
-                yield from bps.trigger_and_read([radiometer, drive])
-                temps[key] = (radiometer.dvm1.get() + radiometer.dvm2.get()) / 2
+            points = {"ref": (0.0, 4 * ctx.fwhm), "on": (0.0, 0.0), "north": (0.0, d), "south": (0.0, -d),
+                      "east": (-d / cosd, 0.0), "west": (d / cosd, 0.0)}
+            got = yield from step_series(radiometer, [radiometer, drive],
+                                         [partial(go_on_source, drive, source, x, y) for x, y in points.values()])
+            temps = {key: t for key, (t, _) in zip(points, got, strict=True)}
             ref = temps.pop("ref")
             rel = {k: v - ref for k, v in temps.items()}
             # "east" here is the smaller HA; fitting.five_point gives ln(E/W): positive towards larger HA
@@ -304,17 +308,13 @@ def stepping(drive: Drive, radiometer: Radiometer, source: str, *, cycles: int =
     def body() -> Plan:
         yield from go_on_source(drive, source, 0.0, 0.0)
         yield from bps.mv(radiometer.integration_time, integration_s)
-        deltas, els = [], []
-        for _ in range(cycles):
-            vals = []
-            for sign in (-1.0, 0.0, 1.0):
-                x, y = (sign * off / cosd, 0.0) if switch == "ha" else (0.0, sign * off)
-                yield from bps.checkpoint()
-                yield from go_on_source(drive, source, x, y)
-                yield from bps.trigger_and_read([radiometer, drive])
-                vals.append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
-                els.append(float(radiometer.el.get()))
-            deltas.append(vals[1] - (vals[0] + vals[2]) / 2)
+        signs = [-1.0, 0.0, 1.0] * cycles
+        moves = [partial(go_on_source, drive, source, *((s * off / cosd, 0.0) if switch == "ha" else (0.0, s * off)))
+                 for s in signs]
+        got = yield from step_series(radiometer, [radiometer, drive], moves)
+        vals = [t for t, _ in got]
+        els = [el for _, el in got]
+        deltas = [vals[i + 1] - (vals[i] + vals[i + 2]) / 2 for i in range(0, len(vals), 3)]
         ta = float(np.mean(deltas))
         err = float(np.std(deltas, ddof=1) / math.sqrt(len(deltas))) if len(deltas) > 1 else math.nan
         return {"ta_k": ta, "ta_err_k": err, "flux_jy": ta / ctx.rx.gain_k_per_jy, "el_deg": float(np.mean(els)),
@@ -350,14 +350,9 @@ def sky_dip(drive: Drive, radiometer: Radiometer, *,
 
     def body() -> Plan:
         yield from bps.mv(radiometer.integration_time, integration_s)
-        el_meas, temps = [], []
-        for el in els:
-            yield from bps.checkpoint()
-            yield from slew(drive, az_deg, el, "AZEL")
-            yield from bps.trigger_and_read([radiometer, drive])
-            el_meas.append(float(radiometer.el.get()))
-            temps.append((radiometer.dvm1.get() + radiometer.dvm2.get()) / 2)
-        fit = fitting.tau_from_skydip(np.array(el_meas), np.array(temps), t_atm_k)
+        got = yield from step_series(radiometer, [radiometer, drive],
+                                     [partial(slew, drive, az_deg, el, "AZEL") for el in els])
+        fit = fitting.tau_from_skydip(np.array([el for _, el in got]), np.array([t for t, _ in got]), t_atm_k)
         return {"tau_zenith": fit.tau_zenith, "tau_err": fit.tau_err, "t_zero_airmass_k": fit.t_zero_airmass_k,
                 "rms_k": fit.rms_k, "integration_s": integration_s, "n_points": len(els)}
 

@@ -115,10 +115,14 @@ def set_diode(instrumentation: Any, level: str) -> Generator[Msg, Any, None]:
 
 
 # ---- the drive --------------------------------------------------------------------------------------------
-def go_on_source(drive: Any, target: Any, off_ha: float = 0.0, off_dec: float = 0.0) -> Generator[Msg, Any, None]:
-    """Plan: track ``target`` (name or ICRS (ra_deg, dec_deg)) at the offsets (deg); done when settled on it."""
+def go_on_source(drive: Any, target: Any, off_ha: float = 0.0, off_dec: float = 0.0, *,
+                 wait: bool = True) -> Generator[Msg, Any, None]:
+    """Plan: track ``target`` (name or ICRS (ra_deg, dec_deg)) at the offsets (deg); done when settled on it.
+
+    With ``wait=False`` the move is only started (see :func:`step_series`).
+    """
     yield from run_command(f"{drive.name}_track", drive.track, target, off_ha=off_ha, off_dec=off_dec,
-                           stopper=drive.stop)
+                           stopper=drive.stop, wait=wait)
 
 
 def drift_park(drive: Any, target: Any, lead_deg: float) -> Generator[Msg, Any, None]:
@@ -137,9 +141,10 @@ def offset_scan(drive: Any, *, rate_ha: float = 0.0, rate_dec: float = 0.0, dura
                                    wait=wait))
 
 
-def slew(drive: Any, x_deg: float, y_deg: float, frame: str = "AZEL") -> Generator[Msg, Any, None]:
-    """Plan: slew to a fixed position (Az/El or HA/Dec, deg); done when parked there."""
-    yield from run_command(f"{drive.name}_slew", drive.slew, x_deg, y_deg, frame, stopper=drive.stop)
+def slew(drive: Any, x_deg: float, y_deg: float, frame: str = "AZEL", *,
+         wait: bool = True) -> Generator[Msg, Any, None]:
+    """Plan: slew to a fixed position (Az/El or HA/Dec, deg); done when parked there (``wait=False``: started)."""
+    yield from run_command(f"{drive.name}_slew", drive.slew, x_deg, y_deg, frame, stopper=drive.stop, wait=wait)
 
 
 def stop_drive(drive: Any, stow: bool = False) -> Generator[Msg, Any, None]:
@@ -178,6 +183,58 @@ def with_safe_cleanup(plan: Generator[Msg, Any, Any], drive: Any | None, instrum
     if cleanup not in CLEANUP_ACTIONS:
         raise ValueError(f"cleanup {cleanup!r} is not one of {', '.join(CLEANUP_ACTIONS)}")
     return (yield from finalize_wrapper(plan, safe_state(drive, instrumentation, cleanup)))
+
+
+# ---- step scans ---------------------------------------------------------------------------------------------
+def trigger_and_read_then(devices: Sequence[Any], radiometer: Any,
+                          then: Callable[[], Generator[Msg, Any, Any]] | None = None,
+                          name: str = "primary") -> Generator[Msg, Any, None]:
+    """Plan: ``bps.trigger_and_read(devices)`` (``radiometer`` among them) that runs ``then`` as soon as the
+    radiometer's integration window is over, while its samples are still on the way.
+
+    ``then`` is a plan that starts the next move without waiting for it.  The other devices are read at the
+    window's end, before it; the radiometer once its trigger is done.  Without ``then``, exactly
+    ``bps.trigger_and_read``.
+    """
+    if then is None:
+        yield from bps.trigger_and_read(list(devices), name=name)
+        return
+    others = [d for d in devices if d is not radiometer]
+    acq, rest = f"acquire-{next(_groups)}", f"trigger-{next(_groups)}"
+    yield from bps.trigger(radiometer, group=acq)
+    for d in others:
+        if hasattr(d, "trigger"):
+            yield from bps.trigger(d, group=rest)
+    yield from bps.wait(group=rest)
+    yield from run_command(f"{radiometer.name}_window", radiometer.window_over)
+    yield from bps.create(name)
+    for d in others:
+        yield from bps.read(d)
+    yield from then()
+    yield from bps.wait(group=acq)
+    yield from bps.read(radiometer)
+    yield from bps.save()
+
+
+def step_series(radiometer: Any, devices: Sequence[Any], moves: Sequence[Callable[..., Generator[Msg, Any, Any]]]
+                ) -> Generator[Msg, Any, list[tuple[float, float]]]:
+    """Plan: per move a checkpoint, the move (``move(wait=True)``: done when settled) and one integration
+    (``trigger_and_read(devices)``), the next move starting as soon as the integration window is over.
+
+    The wait for the window's last samples then overlaps the next move.  After a suspension the step is
+    re-run from its checkpoint and re-commands its own move (the drive answers a move it is already making
+    with that move's Status).  ``moves`` are plans taking ``wait``, e.g. ``partial(go_on_source, drive,
+    source, x, y)``.  Returns per step the radiometer's mean temperature (K, mean of DVM1 and DVM2) and
+    mean elevation (deg).
+    """
+    out = []
+    for k, move in enumerate(moves):
+        yield from bps.checkpoint()
+        yield from move(wait=True)
+        nxt = moves[k + 1] if k + 1 < len(moves) else None
+        yield from trigger_and_read_then(devices, radiometer, (lambda m=nxt: m(wait=False)) if nxt else None)
+        out.append(((float(radiometer.dvm1.get()) + float(radiometer.dvm2.get())) / 2, float(radiometer.el.get())))
+    return out
 
 
 # ---- recording ----------------------------------------------------------------------------------------------

@@ -245,7 +245,19 @@ def test_drive_set_settles_on_source_and_refusals_fail_with_reason(observatory):
     ha_app, dec_app = _apparent_hadec(src.coord, pkt[0], site)
     assert pkt[10] == 1.0 and abs(pkt[4] - 0.05 - dec_app) < 2 * site.mount.on_source_tolerance_deg
     assert abs(pkt[3] - ha_app) < 2 * site.mount.on_source_tolerance_deg
-    drive.track(src.name, off_ha=0.0, off_dec=0.0).wait(30)
+    # asked again for what it holds settled: done at once; for the move under way: that move's Status
+    again = drive.track(src.name, off_ha=0.0, off_dec=0.05)
+    assert again.done and again.success and "already" in again.command
+    st = drive.track(src.name, off_ha=0.0, off_dec=0.0)
+    assert drive.track(src.name, off_ha=0.0, off_dec=0.0) is st and not st.done
+    st.wait(30)
+    # the drive no longer holds it (STOP written around this client's commands): the same request re-commands
+    drive.mode.put("STOP")
+    wait_for(lambda: drive.packet_state(drive.packet()) == "STOPPED", 10, what="a packet of the drive stopped")
+    st = drive.track(src.name, off_ha=0.0, off_dec=0.0)
+    assert not st.done
+    st.wait(60)
+    assert drive.state.fresh()[0] == "TRACKING" and drive.target.fresh()[1] > target_ts
 
     # a plan that fails during a slew: the RunEngine's stop(success=True) stops the drive that is moving
     from bluesky import RunEngine

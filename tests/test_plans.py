@@ -199,14 +199,27 @@ def test_stepping_on_off(observatory):
     obs, site, clock, d, RE, docs = _setup(observatory)
     rx = site.receivers[0]
     src = load_catalog(site.catalog_path).get(SOURCE)
+    msgs: list[tuple[str, str]] = []
+    RE.msg_hook = lambda msg: msgs.append((msg.command, getattr(msg.obj, "name", "")))
     res = RE(stepping(d["drive"], d["radiometer"], SOURCE, cycles=2, integration_s=10.0, switch="ha",
                       instrumentation=d["instrumentation"], meta=META)).plan_result
     expected = _expected_peak(site, rx, src, clock.now(), res["el_deg"])
     print(f"\non/off: Ta {res['ta_k']:.4f} +- {res['ta_err_k']:.4f} K vs {expected:.4f} K "
           f"({res['ta_k'] / expected - 1:+.2%})")
     assert abs(res["ta_k"] / expected - 1) < 0.03
-    primary = [doc for n, doc in docs if n == "event"]
-    assert len(primary) >= 6 and _stop_doc(docs)["exit_status"] == "success"
+    assert _stop_doc(docs)["exit_status"] == "success"
+    desc = {doc["uid"]: doc["name"] for n, doc in docs if n == "descriptor"}
+    primary = [doc for n, doc in docs if n == "event" and desc[doc["descriptor"]] == "primary"]
+    # each step's drive readings are of its own position (read at the window's end, before the next move);
+    # its samples were taken there: their mean HA is the source's plus the offset
+    off = 3.0 * site.beam_fwhm_deg(rx.freq_mhz) / math.cos(math.radians(src.dec_deg))
+    assert [round(e["data"]["drive_off_ha"] / off, 6) for e in primary] == [-1.0, 0.0, 1.0] * 2
+    for e in primary:  # the window's mean against its end: half the integration's sidereal drift apart
+        assert abs(e["data"]["radiometer_ha"] - e["data"]["drive_ha_obs"]) < 0.1 * off
+    # every step but the last starts the next move inside its event, before the radiometer is read
+    steps = "".join("C" if c == "create" else "M" if (c, o) == ("set", "drive_track") else "R"
+                    if (c, o) == ("read", "radiometer") else "S" if c == "save" else "" for c, o in msgs)
+    assert steps.count("CMRS") == 5 and steps.count("CRS") == 1  # the last step: nothing to start
 
 
 def _abort_when(RE, condition, what: str) -> threading.Thread:
