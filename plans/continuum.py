@@ -12,6 +12,10 @@ Every plan is a bluesky plan (``RE(drift_scan(drive, radiometer, "PictorA"))``) 
 * leaves the telescope safe however it ends (drive stopped, or stowed with ``cleanup="stow"``, diodes off:
   :func:`plans.stubs.with_safe_cleanup`), and never sleeps outside the RunEngine (``bps.sleep``).
 
+Step plans (stepping, sky dip, five-point pointing, step cross scans) run :func:`plans.stubs.step_series`: the
+next move starts as soon as an integration window is over, while the window's last samples are still on
+the way.
+
 Fly scans (drift and cross scans) keep every radiometer sample (stream ``samples``, one event per sample)
 and collect them *while* the telescope moves, so the device's buffer stays small.  Units: angles in deg
 (HA offsets in coordinate degrees unless named "true angle"), temperatures in K on the radiometer's scale,
