@@ -216,7 +216,8 @@ def step_cost(RE: Any, timer: StepTimer, site: Any, clock: Any, drive: Any, radi
         figs.append(Figure("  what-if RAD:BLK_PERIOD_SP 0.02 s: step / bare count (monitored)",
                            f"{fast / m['monitored']:.2f}x"))
 
-    # the stepping plan: off / on / off in Dec, each step a go_on_source then trigger_and_read
+    # the stepping plan: off / on / off in Dec, each step a go_on_source then trigger_and_read (the next move
+    # starting at the end of the integration window: plans.stubs.step_series)
     rx = site.receivers[0]
     fwhm = site.beam_fwhm_deg(rx.freq_mhz)
     off = 3.0 * fwhm
