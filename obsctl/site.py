@@ -287,13 +287,17 @@ def load_site(path: str | Path | None = None) -> Site:
     return site
 
 
-def write_site_variant(directory: str | Path, source: str | Path | None = None, **values: float | str) -> Site:
+def write_site_variant(directory: str | Path, source: str | Path | None = None, *,
+                       instrument_options: dict[str, dict[str, float | int | str | bool]] | None = None,
+                       **values: float | str) -> Site:
     """A copy of a site file with some ``key = value`` lines changed, written to ``directory`` and loaded.
 
     IOC processes read their site from a file, so a site that differs from the reference one (a slower drive
     loop for a test, a what-if for a benchmark) is written out: ``write_site_variant(d, control_rate_hz=2)``.
-    Each key must name exactly one line of the file (SiteError otherwise); the files next to the source (the
-    pointing model) are copied along so that relative paths still hold.
+    Each key must name exactly one line of the file (SiteError otherwise).  ``instrument_options`` merges
+    options into instruments' ``options`` tables by device name (``{"RAD": {"avg": 4}}``; a device the file
+    does not list is a SiteError).  The files next to the source (the pointing model) are copied along so
+    that relative paths still hold.
     """
     src = Path(source) if source else DEFAULT_SITE_FILE
     text = src.read_text()
@@ -302,6 +306,8 @@ def write_site_variant(directory: str | Path, source: str | Path | None = None, 
         text, n = re.subn(rf"(?m)^{re.escape(key)}\s*=[^#\n]*", f"{key} = {rendered} ", text)
         if n != 1:
             raise SiteError(f"{src}: {n} lines set {key!r}; a variant needs exactly one")
+    for dev, options in (instrument_options or {}).items():
+        text = _with_options(text, dev, options, src)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     for f in src.parent.iterdir():
@@ -309,3 +315,27 @@ def write_site_variant(directory: str | Path, source: str | Path | None = None, 
             shutil.copy2(f, out / f.name)
     (out / src.name).write_text(text)
     return load_site(out / src.name)
+
+
+def _toml_value(value: float | int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value) if isinstance(value, int) else repr(float(value))
+
+
+def _with_options(text: str, dev: str, options: dict[str, float | int | str | bool], src: Path) -> str:
+    """``text`` with ``options`` merged into the ``options`` table of the ``[[instruments]]`` entry of ``dev``."""
+    blocks = re.split(r"(?m)^(?=\[)", text)  # one piece per table
+    hits = [i for i, b in enumerate(blocks) if b.startswith("[[instruments]]")
+            and tomllib.loads(b.replace("[[instruments]]", "", 1)).get("dev") == dev]
+    if len(hits) != 1:
+        raise SiteError(f"{src}: {len(hits)} instruments named {dev!r}; options need exactly one")
+    block = blocks[hits[0]]
+    merged = {**tomllib.loads(block.replace("[[instruments]]", "", 1)).get("options", {}), **options}
+    line = "options = { " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in merged.items()) + " }\n"
+    block = re.sub(r"(?m)^options\s*=.*\n", "", block)
+    block = re.sub(r"(?m)^(dev\s*=.*\n)", lambda m: m.group(1) + line, block, count=1)
+    blocks[hits[0]] = block
+    return "".join(blocks)

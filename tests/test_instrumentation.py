@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import epics
 import pytest
 
-from obsctl.site import SITES_DIR, load_site
+from obsctl.site import write_site_variant
 from tests.conftest import wait_for
 from tests.helpers import check_pv_metadata, get, put, put_rejected, severity
 
@@ -104,13 +102,7 @@ def test_ndi_master_fail_follows_warm_cryostat(observatory):
 
 
 def test_ndi_eight_bit_register_option(observatory, tmp_path):
-    text = re.sub(r"options = \{ *nd_bits = \d+ *\}\n", "", (SITES_DIR / "hartrao.toml").read_text())
-    assert text.count('kind = "instrumentation"\n') == 1
-    text = text.replace('kind = "instrumentation"\n', 'kind = "instrumentation"\noptions = { nd_bits = 8 }\n')
-    text = text.replace('pointing_model_file = "hartrao_pointing.csv"',
-                        f'pointing_model_file = "{SITES_DIR / "hartrao_pointing.csv"}"')
-    (tmp_path / "site8.toml").write_text(text)
-    obs = observatory(["NDI"], site=load_site(tmp_path / "site8.toml"))
+    obs = observatory(["NDI"], site=write_site_variant(tmp_path, instrument_options={"NDI": {"nd_bits": 8}}))
     sel = obs.pv("NDI", "ND_SEL_SP")
     assert get(obs.pv("NDI", "ND_BITS_RBV")) == 8
     assert epics.get_pv(sel).get_ctrlvars()["upper_ctrl_limit"] == 255

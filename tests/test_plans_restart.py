@@ -33,7 +33,7 @@ from archiver.queries import run_data
 from devices import registry
 from obsctl import launcher
 from obsctl.clock import ObservatoryClock
-from obsctl.site import DEFAULT_SITE_FILE, load_site
+from obsctl.site import write_site_variant
 from plans import ObsMeta, drift_scan
 from plans.suspenders import disconnect_suspenders, install
 from tests.conftest import wait_for
@@ -55,23 +55,11 @@ ARCHIVE_BATCH = 1000  # events per archive write (the default 50 costs one HTTP 
 LATE_BLOCKS = 20  # late_client: the restarted IOC's blocks published before the monitor is back
 
 
-def _site_with_rad_avg(tmp_path, avg: int):
-    """The reference site file with RAD's power-on boxcar set (written to tmp_path, so the IOC processes read it)."""
-    ref = DEFAULT_SITE_FILE.read_text()
-    rad = 'dev = "RAD"\nkind = "radiometer"\n'
-    pointing = 'pointing_model_file = "hartrao_pointing.csv"'
-    assert ref.count(rad) == 1 and ref.count(pointing) == 1
-    text = ref.replace(rad, rad + f"options = {{ avg = {avg} }}\n").replace(
-        pointing, f'pointing_model_file = "{DEFAULT_SITE_FILE.parent / "hartrao_pointing.csv"}"')
-    path = tmp_path / "site.toml"
-    path.write_text(text)
-    return load_site(path)
-
-
 @pytest.fixture
 def rig(observatory, tmp_path):
     """The observatory, devices, a RunEngine with documents/states recorded, disconnect suspenders and an archive."""
-    obs = observatory(["DRV", "WX", "RAD", "NDI"], speed=SPEED, epoch=EPOCH, site=_site_with_rad_avg(tmp_path, RAD_AVG))
+    site = write_site_variant(tmp_path, instrument_options={"RAD": {"avg": RAD_AVG}})  # RAD's power-on boxcar
+    obs = observatory(["DRV", "WX", "RAD", "NDI"], speed=SPEED, epoch=EPOCH, site=site)
     clock = ObservatoryClock.from_env({"OBSCTL_CLOCK": obs.state.clock})
     site = obs.site
     d = {"drive": registry.drive(site), "radiometer": registry.radiometer(site, clock=clock),

@@ -11,7 +11,7 @@ import pytest
 from obsctl.catalog import Catalog, load_catalog
 from obsctl.clock import ObservatoryClock, parse_epoch
 from obsctl.pointing import PointingModel, PointingModelError
-from obsctl.site import DEFAULT_SITE_FILE, SITES_DIR, SiteError, load_site, parse_site
+from obsctl.site import DEFAULT_SITE_FILE, SITES_DIR, SiteError, load_site, parse_site, write_site_variant
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -154,3 +154,22 @@ def test_pulsar_spin_down():
     p = vela.period_at(vela.epoch_mjd + 10000)
     assert p - vela.period_s == pytest.approx(vela.pdot * 10000 * 86400, rel=1e-12)
     assert np.isfinite(p)
+
+
+def test_site_variant_changes_values_and_merges_instrument_options(tmp_path):
+    site = write_site_variant(tmp_path / "a", control_rate_hz=2.0,
+                              instrument_options={"RAD": {"avg": 4}, "NDI": {"extra": "x y"}})
+    ref = load_site()
+    assert site.mount.control_rate_hz == 2.0 and ref.mount.control_rate_hz != 2.0
+    opts = {i.dev: i.options for i in site.instruments}
+    ref_opts = {i.dev: i.options for i in ref.instruments}
+    assert opts["RAD"] == {**ref_opts["RAD"], "avg": 4}
+    assert opts["NDI"] == {**ref_opts["NDI"], "extra": "x y"}  # merged: nd_bits kept
+    assert {k: v for k, v in opts.items() if k not in ("RAD", "NDI")} == \
+        {k: v for k, v in ref_opts.items() if k not in ("RAD", "NDI")}
+    model = site.resolve(site.mount.pointing_model_file)  # copied along: the relative path still holds
+    assert model.read_bytes() == ref.resolve(ref.mount.pointing_model_file).read_bytes()
+    with pytest.raises(SiteError, match="'NOPE'"):
+        write_site_variant(tmp_path / "b", instrument_options={"NOPE": {"a": 1}})
+    with pytest.raises(SiteError, match="no_such_key"):
+        write_site_variant(tmp_path / "c", no_such_key=1.0)
