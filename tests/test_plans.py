@@ -319,6 +319,13 @@ def test_wind_suspender_pauses_and_resumes_a_plan(observatory):
     th.join(10)
     assert len(seen) == 2 and seen[1] - seen[0] <= 1  # nothing new while suspended (one read may finish)
     assert res.exit_status == "success" and len([1 for n, _ in docs if n == "event"]) >= 7
+    # the step cut short was re-run at its own position: every event's samples lie where its drive reading says
+    desc = {doc["uid"]: doc["name"] for n, doc in docs if n == "descriptor"}
+    primary = [doc["data"] for n, doc in docs if n == "event" and desc[doc["descriptor"]] == "primary"]
+    off = 3.0 * site.beam_fwhm_deg(site.receivers[0].freq_mhz)
+    assert {round(e["drive_off_dec"] / off, 6) for e in primary} == {-1.0, 0.0, 1.0}
+    src_dec = [e["radiometer_dec"] - e["drive_off_dec"] for e in primary]
+    assert max(src_dec) - min(src_dec) < 2 * site.mount.on_source_tolerance_deg, src_dec
     assert float(get(obs.pv("WX", "WIND_SPD_RBV"))) < 8.0
 
 
