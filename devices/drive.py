@@ -9,6 +9,8 @@ coordinate degrees) usable in bluesky scans.  ``slew``, ``drift``, ``scan``, ``s
 ``halt`` return Statuses the same way; ``stop()`` commands STOP at once.  The RunEngine calls
 ``stop(success=True)`` on every device it moved whenever a plan ends, pauses or aborts: that stops the
 drive only while one of this client's moves is under way, so a drive settled on its source keeps tracking.
+A track or slew asked again while it is under way returns that move's Status, and once the drive holds it
+settled a finished one (step plans start the next step's move early and then ask for it in the step).
 The sun itself is tracked or scanned only when the command asks for solar observing
 (``track("sun", sun_obs=True)``, ``scan(..., sun_obs=True)``); the drive's sun avoidance refuses it otherwise.
 
