@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Any
 
 import epics
-from caproto import ErrorResponseReceived
+from caproto import CaprotoError, ErrorResponseReceived
 from caproto.sync.client import write as _sync_write
 
 from obsctl import launcher
@@ -29,14 +30,24 @@ def put(name: str, value: Any, wait: bool = True) -> None:
 def put_rejected(name: str, value: Any) -> str | None:
     """Write with a put-callback; return the server's error text if the put failed, else None.
 
-    pyepics reports success even for ECA_PUTFAIL, so rejections are checked with caproto's client.
+    pyepics reports success even for ECA_PUTFAIL, so rejections are checked with caproto's client.  That
+    client searches and connects anew for every write; a search left unanswered for 5 s or a circuit closed
+    before its channel was made (both seen about once in 20 runs of the whole fleet's bad-value sweep) is
+    reported on stderr and the write made once more.
     """
-    try:
-        _sync_write(name, value, notify=True, timeout=5.0, repeater=False)
-    except ErrorResponseReceived as err:
-        return str(err) or "rejected"
-    except (ValueError, TypeError) as err:  # the client could not even encode it (wrong type)
-        return f"client refused: {err}"
+    for attempt in (1, 2):
+        try:
+            _sync_write(name, value, notify=True, timeout=5.0, repeater=False)
+        except ErrorResponseReceived as err:
+            return str(err) or "rejected"
+        except (ValueError, TypeError) as err:  # the client could not even encode it (wrong type)
+            return f"client refused: {err}"
+        except CaprotoError as err:  # no channel: search timed out, or the circuit closed while connecting
+            if attempt == 2:
+                raise
+            print(f"put_rejected({name}, {value!r}): {type(err).__name__}: {err}; writing again", file=sys.stderr)
+        else:
+            return None
     return None
 
 
