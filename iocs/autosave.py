@@ -87,12 +87,22 @@ class Autosave:
         self._last = values
 
     async def run(self, pvs: Mapping[str, Any]) -> None:
-        """Save whenever a value changed, every ``period_s`` real seconds, until cancelled."""
-        while True:
-            now = self.snapshot(pvs)
-            if now != self._last:
-                try:
-                    self.save(now)
-                except OSError as err:
-                    log.warning("cannot save %s: %s", self.path, err)
-            await asyncio.sleep(self.period_s)
+        """Save whenever a value changed, every ``period_s`` real seconds, until cancelled.
+
+        Cancelled (the IOC shutting down), it saves a change made since the last check.
+        """
+        try:
+            while True:
+                self.save_if_changed(pvs)
+                await asyncio.sleep(self.period_s)
+        finally:
+            self.save_if_changed(pvs)
+
+    def save_if_changed(self, pvs: Mapping[str, Any]) -> None:
+        """Save the current values if they differ from the last saved (a failure is logged, not raised)."""
+        now = self.snapshot(pvs)
+        if now != self._last:
+            try:
+                self.save(now)
+            except OSError as err:
+                log.warning("cannot save %s: %s", self.path, err)

@@ -107,6 +107,7 @@ class _String(_KeepAlarmOnReject, PvpropertyString):
 
 
 UNITS_MAX = 8  # characters of units a Channel Access client receives (MAX_UNITS_SIZE)
+CLOSE_TIMEOUT_S = 2.0  # real s an IOC's shutdown (closing its client links) may take before the process ends
 
 
 def _units(units: str) -> str:
@@ -299,6 +300,13 @@ class ObsIOC(PVGroup):
         self._autosave_task = asyncio.create_task(self.autosave.run(pvs))
         return done
 
+    async def stop_autosave(self) -> None:
+        """Stop saving settings; a change since the last periodic check is saved as the task ends."""
+        task, self._autosave_task = self._autosave_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def wake_on_put(self, instance: Any, value: Any) -> Any:
         """Putter of a setpoint the IOC's loop paces itself by (``RATE_SP``): the new value applies at once."""
         self.pacer.wake()
@@ -382,9 +390,14 @@ async def serve(iocs: Sequence[PVGroup], interface: str = "127.0.0.1") -> None:
     done_wait = asyncio.create_task(stop.wait())
     finished, _ = await asyncio.wait({server_task, done_wait}, return_when=asyncio.FIRST_COMPLETED)
     for ioc in iocs:
+        if isinstance(ioc, ObsIOC):
+            await ioc.stop_autosave()
         closer = getattr(ioc, "shutdown", None)
         if closer is not None:
-            await closer()
+            try:  # a link to an IOC already gone may not close cleanly; the process must still end
+                await asyncio.wait_for(closer(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("%s: links not closed within %g s; exiting anyway", type(ioc).__name__, CLOSE_TIMEOUT_S)
     server_task.cancel()
     try:
         await server_task

@@ -515,6 +515,12 @@ def test_settings_survive_a_restart_through_autosave(observatory):
     ioc_log = (obs.state_dir / f"ioc-{proc.name}.log").read_text()
     assert f"restored {len(json.loads(saved.read_text()))} saved settings" in ioc_log
 
+    # an orderly stop saves a change made since the last periodic check (every second)
+    put(rad("AVG_SP"), 7)
+    launcher.stop(obs.state_dir)
+    assert json.loads(saved.read_text())["AVG_SP"] == 7
+    assert "killed" not in (obs.state_dir / launcher.LOG_FILE).read_text()
+
     # a file the IOC cannot read is set aside, and the IOC starts from the site's defaults
     from iocs.autosave import Autosave
 
