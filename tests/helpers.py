@@ -31,9 +31,11 @@ def put_rejected(name: str, value: Any) -> str | None:
     """Write with a put-callback; return the server's error text if the put failed, else None.
 
     pyepics reports success even for ECA_PUTFAIL, so rejections are checked with caproto's client.  That
-    client searches and connects anew for every write; a search left unanswered for 5 s or a circuit closed
-    before its channel was made (both seen about once in 20 runs of the whole fleet's bad-value sweep) is
-    reported on stderr and the write made once more.
+    client searches from a new UDP socket for every write, bound to port 0 with SO_REUSEADDR; Linux may give
+    such a socket a port another SO_REUSEADDR socket on the host already holds (3000 sockets bound that way
+    got 2849 distinct ports), and the answer to the search then goes to the other socket: the search times
+    out after 5 s.  That, or a circuit closed before its channel was made (seen once, cause unknown), is
+    reported on stderr and the write made once more, from a new socket.
     """
     for attempt in (1, 2):
         try:
