@@ -328,14 +328,14 @@ def _toml_value(value: float | int | str | bool) -> str:
 def _with_options(text: str, dev: str, options: dict[str, float | int | str | bool], src: Path) -> str:
     """``text`` with ``options`` merged into the ``options`` table of the ``[[instruments]]`` entry of ``dev``."""
     blocks = re.split(r"(?m)^(?=\[)", text)  # one piece per table
-    hits = [i for i, b in enumerate(blocks) if b.startswith("[[instruments]]")
-            and tomllib.loads(b.replace("[[instruments]]", "", 1)).get("dev") == dev]
+    entries = [(i, tomllib.loads(b.replace("[[instruments]]", "", 1))) for i, b in enumerate(blocks)
+               if b.startswith("[[instruments]]")]
+    hits = [(i, entry) for i, entry in entries if entry.get("dev") == dev]
     if len(hits) != 1:
         raise SiteError(f"{src}: {len(hits)} instruments named {dev!r}; options need exactly one")
-    block = blocks[hits[0]]
-    merged = {**tomllib.loads(block.replace("[[instruments]]", "", 1)).get("options", {}), **options}
+    i, entry = hits[0]
+    merged = {**entry.get("options", {}), **options}
     line = "options = { " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in merged.items()) + " }\n"
-    block = re.sub(r"(?m)^options\s*=.*\n", "", block)
-    block = re.sub(r"(?m)^(dev\s*=.*\n)", lambda m: m.group(1) + line, block, count=1)
-    blocks[hits[0]] = block
+    block = re.sub(r"(?m)^options\s*=.*\n", "", blocks[i])
+    blocks[i] = re.sub(r"(?m)^(dev\s*=.*\n)", lambda m: m.group(1) + line, block, count=1)
     return "".join(blocks)
