@@ -462,6 +462,18 @@ class Drive(ObsDevice):
         final = "TRACKING" if duration > 0 else "SCANNING"
         return self._command(f"scan {label}", puts, "SCAN", timeout, done_state=final)
 
+    def rate(self, rate_ha: float, rate_dec: float, *, timeout: float | None = None) -> DriveStatus:
+        """Manual drive: move the axes at ``rate_ha``, ``rate_dec`` (axis deg/s of observatory time).
+
+        The axes start from where they are and follow nothing on the sky (state MANUAL) until the next
+        command; asked again while MANUAL, the new rates go on from the current position.  The Status
+        finishes once the axes run at the rates.  The drive refuses rates beyond 80 % of an axis maximum,
+        and stops itself before a limit, the horizon limit or the sun zone (the Status then fails with the
+        reason if it had not finished).
+        """
+        puts = [(self.rate_ha, float(rate_ha)), (self.rate_dec, float(rate_dec))]
+        return self._command(f"rate HA {rate_ha:+g} Dec {rate_dec:+g} deg/s", puts, "RATE", timeout)
+
     def stow(self, *, timeout: float | None = None) -> DriveStatus:
         """Drive to the stow position; done when stowed."""
         return self._command("stow", [], "STOW", timeout)

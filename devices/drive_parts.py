@@ -35,7 +35,7 @@ PKT_LENGTH = LENGTH
 
 #: drive state reached, per command, once the command has been carried out
 DONE_STATE = {"TRACK": "TRACKING", "SLEW": "PARKED", "ZENITH": "PARKED", "DRIFT": "DRIFTING", "STOW": "STOWED",
-              "SCAN": "TRACKING", "STOP": "STOPPED"}
+              "SCAN": "TRACKING", "STOP": "STOPPED", "RATE": "MANUAL"}
 HALTED = ("STOPPED", "FAULT")
 AT_REST_DEG_S = 1e-6
 

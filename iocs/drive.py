@@ -3,7 +3,7 @@
 PVs (prefix ``SITE:DRV:``); angles in degrees, "sim s" = seconds of observatory time
 ------------------------------------------------------------------------------------------
 Commands and setpoints
-  MODE_CMD        command enum STOP, SLEW, TRACK, DRIFT, SCAN, STOW, ZENITH (acts on the setpoints below)
+  MODE_CMD        command enum STOP, SLEW, TRACK, DRIFT, SCAN, STOW, ZENITH, RATE (acts on the setpoints below)
   SLEW_FRAME_SP   frame of the SLEW target: HADEC (apparent HA/Dec) or AZEL (apparent Az/El)
   SLEW_X_SP       SLEW target HA (-180..180) or azimuth (0..360) (deg)
   SLEW_Y_SP       SLEW target Dec or elevation (deg)
@@ -13,8 +13,8 @@ Commands and setpoints
   DRIFT_LEAD_SP   DRIFT: park this far ahead of the target in HA (deg; reached after lead/15.04 h)
   OFF_HA_SP       offset in HA, coordinate degrees (not true angle), live in TRACK and SCAN (deg)
   OFF_DEC_SP      offset in Dec (deg)
-  RATE_HA_SP      SCAN rate of the HA offset (deg/s of sim time, coordinate)
-  RATE_DEC_SP     SCAN rate of the Dec offset (deg/s)
+  RATE_HA_SP      SCAN rate of the HA offset (deg/s of sim time, coordinate); RATE: HA axis rate, live
+  RATE_DEC_SP     SCAN rate of the Dec offset (deg/s); RATE: Dec axis rate, live
   SCAN_DUR_SP     SCAN duration (sim s; 0 = until the next command)
   WATCHDOG_SP     heartbeat timeout while moving (s of REAL time)
   WATCHDOG_ENA_SP ENABLED / DISABLED
@@ -24,7 +24,7 @@ Commands and setpoints
   SUN_OBS_SP      NO / YES: the sun itself (TRACK_NAME_SP "sun", with offsets) allowed as a TRACK/SCAN target
   SYNC_SP         a position packet wanted at this instant (Unix s of sim time; a past one: at once)
 Readbacks
-  STATE_STS       STOPPED, SLEWING, TRACKING, DRIFTING, SCANNING, STOWING, STOWED, PARKED, FAULT
+  STATE_STS       STOPPED, SLEWING, TRACKING, DRIFTING, SCANNING, STOWING, STOWED, PARKED, FAULT, MANUAL
   ON_SOURCE_STS   NO/YES: |commanded - encoder| < on_source_tolerance on both axes (tracking/parked states)
   SETTLED_STS     NO/YES: on source continuously for settle_time_s (sim s)
   LIMIT_STS       OK, HA_LOW, HA_HIGH, DEC_LOW, DEC_HIGH, HORIZON, SUN: last limit that stopped/refused
@@ -59,6 +59,13 @@ Behaviour
 - TRACK and SCAN follow the apparent place continuously; OFF_*_SP apply live (a change unsettles the
   drive).  A SCAN's offsets start advancing once the axes sit on the start point; when SCAN_DUR_SP has
   passed the final offsets are held and the state returns to TRACKING.
+- RATE (manual drive) moves the axes at RATE_HA/DEC_SP (axis deg/s of sim time, at most 80 % of the axis
+  maximum) from where they are, following nothing on the sky: MANUAL throughout, "on source" once the axes
+  run on the moving command.  A rate written while in RATE acts at once (and counts as a heartbeat).  A
+  rate is refused, and a manual move stopped (LIMIT_STS says why), when the axes, speeding up towards the
+  rates at full acceleration until the next periodic cycle and then braking, could end beyond an axis
+  limit, below min_elevation_deg, or within sun_avoidance_deg of the sun and nearer than now: so they
+  come to rest inside.
 - Refused targets: outside the axis limits, below min_elevation_deg, within sun_avoidance_deg of the sun, or
   a sampled slew path (axis kinematics simulated ahead, sun motion included) passing within it; a path that
   starts inside the zone may only move away.  A tracked target that leaves the limits or nears the sun
@@ -67,7 +74,7 @@ Behaviour
   followed without the sun checks, the slew onto it included; every other target, slew and stop point is
   checked as always.  Setting SUN_OBS_SP back to NO while on the sun stops the drive (LIMIT_STS SUN); from
   inside the zone only paths that move away from the sun are then accepted (STOW always is).
-- Watchdog (real time) while SLEWING, TRACKING, SCANNING, STOWING or moving to a DRIFT park point.  A wind
+- Watchdog (real time) while SLEWING, TRACKING, SCANNING, STOWING, MANUAL or moving to a DRIFT park point.  A wind
   stow is the drive's own action: no watchdog, and only STOP/STOW are accepted until the wind has stayed
   below 80 % of wind_stow_m_s for ``inst.options["wind_clear_s"]`` sim s (default 300).
 - Control cycles run every 1/control_rate_hz real s, at once when a command or an offset is written, when
@@ -86,15 +93,15 @@ import time
 from typing import Any
 
 from iocs.common import ObsIOC, pv_enum, pv_float, pv_int, pv_str, pv_wave
+from iocs.drive_safety import DriveSafety
 from iocs.drive_targets import (
     ApparentTrack,
     Corrections,
     FixedGoal,
     Pointing,
+    RateGoal,
     SkyGoal,
     TargetError,
-    check_path,
-    check_pointing,
     known_target,
     resolve_track,
 )
@@ -105,7 +112,6 @@ from iocs.sim.drive import (
     EncoderNoise,
     entry_time,
     hadec_to_azel,
-    predict_path,
     sun_distance,
     wind_disturbance_deg,
 )
@@ -117,10 +123,11 @@ from obsctl.positions import LENGTH, pack
 from obsctl.site import InstrumentConfig, Site
 from obsctl.sky import Weather
 
-MODES = ["STOP", "SLEW", "TRACK", "DRIFT", "SCAN", "STOW", "ZENITH"]
-STATES = ["STOPPED", "SLEWING", "TRACKING", "DRIFTING", "SCANNING", "STOWING", "STOWED", "PARKED", "FAULT"]
+MODES = ["STOP", "SLEW", "TRACK", "DRIFT", "SCAN", "STOW", "ZENITH", "RATE"]
+STATES = ["STOPPED", "SLEWING", "TRACKING", "DRIFTING", "SCANNING", "STOWING", "STOWED", "PARKED", "FAULT",
+          "MANUAL"]
 LIMITS = ["OK", "HA_LOW", "HA_HIGH", "DEC_LOW", "DEC_HIGH", "HORIZON", "SUN"]
-ON_SOURCE_STATES = {"TRACKING", "SCANNING", "DRIFTING", "PARKED", "STOWED"}
+ON_SOURCE_STATES = {"TRACKING", "SCANNING", "DRIFTING", "PARKED", "STOWED", "MANUAL"}
 NO_YES = ["NO", "YES"]
 #: real s a cycle due at an instant (settle time over, SYNC_SP) comes late, so that its time is not before it
 DUE_MARGIN_S = 0.0002
@@ -131,7 +138,7 @@ def _deg(name: str, doc: str, lo: float = -180.0, hi: float = 180.0, units: str 
     return pv_float(name, doc, units, lo=lo, hi=hi, precision=5, **kw)
 
 
-class DriveIOC(ObsIOC):
+class DriveIOC(DriveSafety, ObsIOC):
     """Telescope drive: commands, safety, kinematics and pointing corrections (PV list in the module doc)."""
 
     mode = pv_enum("MODE_CMD", "Drive command, acts on the setpoints", MODES, writable=True)
@@ -152,9 +159,9 @@ class DriveIOC(ObsIOC):
                       precision=5, writable=True)
     off_dec = pv_float("OFF_DEC_SP", "Dec offset (TRACK/SCAN)", "deg", lo=-10, hi=10, precision=5,
                        writable=True)
-    rate_ha = pv_float("RATE_HA_SP", "SCAN rate of the HA offset (sim time)", "deg/s", lo=-1, hi=1,
+    rate_ha = pv_float("RATE_HA_SP", "SCAN HA offset / RATE HA axis rate", "deg/s", lo=-1, hi=1,
                        precision=6, writable=True)
-    rate_dec = pv_float("RATE_DEC_SP", "SCAN rate of the Dec offset (sim time)", "deg/s", lo=-1, hi=1,
+    rate_dec = pv_float("RATE_DEC_SP", "SCAN Dec offset / RATE Dec axis rate", "deg/s", lo=-1, hi=1,
                         precision=6, writable=True)
     scan_dur = pv_float("SCAN_DUR_SP", "SCAN duration, sim s (0 = no end)", "s", lo=0, hi=86400,
                         precision=2, writable=True)
@@ -302,23 +309,6 @@ class DriveIOC(ObsIOC):
         await self.say(why)
 
     # ---- commands ------------------------------------------------------------------------------
-    def _sun_exempt(self, goal: Any) -> bool:
-        """Whether ``goal`` is exempt from sun avoidance: the safe position, or the sun while SUN_OBS_SP is YES."""
-        return goal.safe or (goal.sky and goal.sun_target and self.sun_obs.value == "YES")
-
-    def _check(self, goal: Any, t: float, sun_check: bool = True) -> None:
-        """Refuse a goal whose target or slew path breaks a limit or the sun avoidance."""
-        sun_check = sun_check and not self._sun_exempt(goal)
-        for tk, p in goal.samples(t):
-            check_pointing(p, self.mount, self.sun(tk) if sun_check else None)
-        if sun_check:
-            def command(x: float) -> tuple[float, float]:
-                c = goal.at(x)
-                return c.ha_cmd, c.dec_cmd
-
-            ts, has, decs = predict_path(self.axes[0], self.axes[1], command, t)
-            check_path(ts, has, decs, self.sun, self.mount.sun_avoidance_deg)
-
     def _offsets(self) -> tuple[float, float]:
         return self.off_ha.value, self.off_dec.value
 
@@ -354,11 +344,11 @@ class DriveIOC(ObsIOC):
                              f"DRIFT {track.label} lead {lead:g}")
         elif mode == "TRACK":
             goal = SkyGoal(self._track(), self.corr, self._offsets)
+        elif mode == "RATE":
+            goal = self._rate_goal((self.rate_ha.value, self.rate_dec.value), t)
         else:  # SCAN
             rates = (self.rate_ha.value, self.rate_dec.value)
-            for axis_rate, spec in zip(rates, self.axes, strict=True):
-                if abs(axis_rate) > 0.8 * spec.spec.max_rate:
-                    raise TargetError(f"scan rate {axis_rate:g} > {0.8 * spec.spec.max_rate:g} deg/s")
+            self.check_rates(rates, "scan")
             goal = SkyGoal(self._track(), self.corr, self._offsets, rates, self.scan_dur.value, scan=True)
         self._check(goal, t)
         return goal
@@ -408,6 +398,41 @@ class DriveIOC(ObsIOC):
             self._cache = None
             self.arrived = False
             await self._unsettle()
+        return value
+
+    def _rate_goal(self, rates: tuple[float, float], t: float) -> RateGoal:
+        """A manual move at axis ``rates`` (deg/s) from where the axes are, or on from the current one."""
+        self.check_rates(rates, "axis")
+        self.check_manual(rates, t)
+        if isinstance(self.goal, RateGoal):  # no jump in the command
+            c = self.goal.at(t)
+            return RateGoal((c.ha_cmd, c.dec_cmd), rates, t, self.corr)
+        return RateGoal((self.axes[0].pos, self.axes[1].pos), rates, t, self.corr)
+
+    @rate_ha.putter
+    async def rate_ha(self, instance, value):
+        return await self._rate_changed(value, (value, self.rate_dec.value))
+
+    @rate_dec.putter
+    async def rate_dec(self, instance, value):
+        return await self._rate_changed(value, (self.rate_ha.value, value))
+
+    async def _rate_changed(self, value: float, rates: tuple[float, float]) -> float:
+        """In RATE, a new rate acts at once, going on from the current command (a heartbeat too)."""
+        if not isinstance(self.goal, RateGoal) or rates == self.goal.rates:
+            return value
+        self.last_beat = time.monotonic()
+        self.advance(self.clock.now())
+        try:
+            goal = self._rate_goal(rates, self.t)
+            self._check(goal, self.t)
+        except TargetError as err:
+            if err.limit != "OK":
+                await self.stamp(self.limit, err.limit)
+            await self.reject(str(err))
+        self._set_goal(goal, self.t)
+        await self.stamp(self.target, goal.label[:39])
+        await self._unsettle()
         return value
 
     @sync.putter
@@ -489,55 +514,6 @@ class DriveIOC(ObsIOC):
         elif self.goal.sky and self.state_name != "FAULT":
             self.state_name = self.goal.state(False, t)
         await self._publish(t, linked)
-
-    async def _safety(self, t: float) -> None:
-        m = self.mount
-        wind = self.weather_now.wind_m_s
-        if wind > m.wind_stow_m_s:
-            self.wind_low_since = None
-            if self.wind_sts.value != "STOW":
-                await self.stamp(self.wind_sts, "STOW")
-                b = self.corr.believed(m.stow_ha_deg, m.stow_dec_deg, t)
-                self._set_goal(FixedGoal(b, "STOWING", "STOWED", "WIND STOW", forced=True, safe=True), t)
-                await self.stamp(self.target, "WIND STOW")
-                await self.say(f"wind stow: {wind:.1f} m/s > {m.wind_stow_m_s:g}")
-        elif self.wind_sts.value == "STOW" and wind < 0.8 * m.wind_stow_m_s:
-            self.wind_low_since = self.wind_low_since if self.wind_low_since is not None else t
-            if t - self.wind_low_since >= self.wind_clear_s:
-                await self.stamp(self.wind_sts, "OK")
-                await self.say(f"wind low ({wind:.1f} m/s): stow released")
-        if (self.watchdog_ena.value == "ENABLED" and self.moving()
-                and time.monotonic() - self.last_beat > self.watchdog.value):
-            await self.stamp(self.watchdog_sts, "EXPIRED")
-            await self.stop(f"watchdog: no heartbeat for {self.watchdog.value:g} s")
-            return
-        exempt = self._sun_exempt(self.goal)
-        if self.goal.sky:
-            try:
-                check_pointing(self.cur, m, None if exempt else self.sun(t))
-            except TargetError as err:
-                await self.stop(str(err), err.limit)
-                return
-        if self.moving() and not self.arrived and not exempt:
-            ends = [self._stop_short(ax, self.dt_last, target)
-                    for ax, target in zip(self.axes, (self.cur.ha_cmd, self.cur.dec_cmd), strict=True)]
-            b = self.corr.believed(ends[0], ends[1], t)
-            now = self.corr.believed(self.axes[0].pos, self.axes[1].pos, t)
-            sun = self.sun(t)
-            d_stop = sun_distance(b.ha_app, b.dec_app, *sun)
-            if d_stop < m.sun_avoidance_deg and d_stop < sun_distance(now.ha_app, now.dec_app, *sun) - 1e-6:
-                await self.stop(f"sun: motion stopped {d_stop:.1f} deg from sun", "SUN")
-
-    @staticmethod
-    def _stop_short(axis: Axis, look: float, target: float) -> float:
-        """Where an axis would come to rest if braking after ``look`` s, but not past its target (deg).
-
-        The profile never overshoots, so a stop point beyond the target is not reachable.
-        """
-        end = axis.stop_point(look)
-        if (end - axis.pos) * (target - axis.pos) > 0 and abs(end - axis.pos) > abs(target - axis.pos):
-            return target
-        return end
 
     async def _publish(self, t: float, linked: bool) -> None:
         m, sim = self.mount, self.site.simulation

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.coordinates import SkyCoord
 
-from iocs.sim.drive import refraction_offsets, sun_distance
+from iocs.sim.drive import hadec_to_azel, refraction_offsets, sun_distance
 from obsctl import astro
 from obsctl.catalog import Catalog
 from obsctl.pointing import PointingModel
@@ -155,12 +155,14 @@ class Corrections:
     def believed(self, ha_enc: float, dec_enc: float, t: float) -> Pointing:
         """What the control system believes an encoder position points at (apparent = enc - PM - refr).
 
-        Refraction is evaluated at the position corrected for the pointing model (one iteration).
+        Refraction is evaluated at the position corrected for the pointing model (one iteration); ``el`` is
+        the elevation of the believed apparent place, as for a commanded target.
         """
         pm_h, pm_d = self.model.offsets(t)
-        r_h, r_d, el = refraction_offsets(ha_enc - pm_h, dec_enc - pm_d, self.lat, self.weather())
-        return Pointing(ha_enc, dec_enc, ha_enc - pm_h - r_h, dec_enc - pm_d - r_d, pm_h, pm_d, r_h, r_d,
-                        el=el)
+        r_h, r_d, _ = refraction_offsets(ha_enc - pm_h, dec_enc - pm_d, self.lat, self.weather())
+        ha_app, dec_app = ha_enc - pm_h - r_h, dec_enc - pm_d - r_d
+        return Pointing(ha_enc, dec_enc, ha_app, dec_app, pm_h, pm_d, r_h, r_d,
+                        el=hadec_to_azel(ha_app, dec_app, self.lat)[1])
 
 
 class FixedGoal:
@@ -249,6 +251,37 @@ class SkyGoal:
         probe.t_start = t
         times = [t + self.duration * k / n for k in range(n + 1)]
         return [(x, probe.at(x)) for x in times]
+
+
+class RateGoal:
+    """Manual drive (RATE): the commanded encoder position moves at fixed axis rates from a start point.
+
+    Commanded encoder = ``start + rates * (t - t0)`` (deg, rates deg/s of observatory time); the axes
+    follow it within their own rate and acceleration limits.  Nothing on the sky is followed: rates of 0
+    hold the position.  The drive checks where the motion may end (``DriveSafety.check_manual``).
+    """
+
+    sky = False
+    sun_target = False
+    forced = False
+    safe = False
+
+    def __init__(self, start: tuple[float, float], rates: tuple[float, float], t0: float, corr: Corrections):
+        self.start, self.rates, self.t0, self.corr = start, rates, t0, corr
+        self.label = f"RATE HA {rates[0]:+.5f} Dec {rates[1]:+.5f} deg/s"
+
+    def at(self, t: float) -> Pointing:
+        """Commanded position at ``t`` (what the control system believes it points at)."""
+        dt = t - self.t0
+        return self.corr.believed(self.start[0] + self.rates[0] * dt, self.start[1] + self.rates[1] * dt, t)
+
+    def samples(self, t: float) -> list[tuple[float, Pointing]]:
+        """The start of the move."""
+        return [(t, self.at(t))]
+
+    def state(self, arrived: bool, t: float) -> str:
+        """MANUAL throughout."""
+        return "MANUAL"
 
 
 # ---- safety checks -----------------------------------------------------------------------------

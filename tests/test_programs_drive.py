@@ -274,13 +274,22 @@ def test_mandr_refused_slew_and_rates(obs):
     code, out, err = finish(spawn(obs, "mandr", "--rate-ha", "-0.05", "--rate-dec", "0.02", "--count", "4",
                                   "--interval", "0.5", "--json"))
     clean_exit(code, err)
-    moving = [r for r in records(out) if r["state"] == "SCANNING" and not r["what"].endswith("starting")]
+    moving = [r for r in records(out) if r["state"] == "MANUAL" and not r["what"].endswith("starting")]
     assert len(moving) == 4, out
     for r in moving:
         assert r["ha_vel_deg_s"] == pytest.approx(-0.05, abs=5e-4)
         assert r["dec_vel_deg_s"] == pytest.approx(0.02, abs=5e-4)
     assert get(drv("STATE_STS"), as_string=True) == "STOPPED"
     assert get(drv("HA_VEL_RBV")) == 0.0 and get(drv("DEC_VEL_RBV")) == 0.0
+    # rates on the sky: a scan on top of sidereal tracking
+    code, out, err = finish(spawn(obs, "mandr", "--rate-ha", "0.03", "--sky", "--count", "2", "--interval", "0.5",
+                                  "--json"))
+    clean_exit(code, err)
+    moving = [r for r in records(out) if r["state"] == "SCANNING" and not r["what"].endswith("starting")]
+    assert len(moving) == 2, out
+    for r in moving:
+        assert r["ha_vel_deg_s"] == pytest.approx(0.03 + SIDEREAL_DEG_S, abs=5e-4)
+    assert get(drv("STATE_STS"), as_string=True) == "STOPPED"
 
 
 def _pty_until(proc: subprocess.Popen, fd: int, text: bytes, timeout: float) -> bytes:
@@ -323,7 +332,7 @@ def test_ctrl_c_stops_cleanly(obs):
         scanning = None
         for line in mandr.stdout:
             r = json.loads(line)
-            if r["state"] == "SCANNING" and not r["what"].endswith("starting"):
+            if r["state"] == "MANUAL" and not r["what"].endswith("starting"):
                 scanning = r
                 break
         assert scanning is not None and scanning["ha_vel_deg_s"] == pytest.approx(0.05, abs=5e-4)

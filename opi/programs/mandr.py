@@ -2,12 +2,11 @@
 
 ``--rate-ha R --rate-dec R``
     Move the axes at these rates (deg/s of observatory time) until Ctrl-C, ``--count`` refreshes or
-    ``--duration`` real seconds, then stop.  The drive has no raw rate mode: MANDR commands a SCAN about the
-    sky point under the beam with its offset rates chosen so that the *axes* move at the requested rates
-    (the HA offset rate is the requested rate minus the sidereal rate; ``--sky`` gives rates relative to
-    the sky instead, i.e. on top of sidereal tracking).  The scan starts from zero offsets.  The drive's
-    safety still applies: a rate that runs into a limit or towards the sun stops the drive and MANDR
-    shows the IOC's reason (exit 1).
+    ``--duration`` real seconds, then stop.  MANDR commands the drive's RATE mode (state MANUAL): the axes
+    turn at the rates from where they are, following nothing on the sky.  ``--sky`` gives rates relative
+    to the sky instead: a SCAN about the sky point under the beam, from zero offsets, on top of sidereal
+    tracking.  The drive's safety still applies: the drive stops itself before an axis limit, the
+    horizon limit or the sun zone, and MANDR shows the IOC's reason (exit 1).
 ``--to-hadec HA DEC`` / ``--to-azel AZ EL``
     Slew to a fixed apparent position and park there (the drive holds the encoder position).
 ``--stop``
@@ -31,12 +30,11 @@ from opi.programs.hadc import packet
 
 NAME = "mandr"
 SIDEREAL_DEG_S = 360.0 * 1.002737909350795 / 86400.0  # apparent HA rate of a fixed sky point (deg/s)
-MANUAL_FRACTION = 0.8  # the drive accepts scan rates up to this fraction of the axis maximum
 #: drive components a manual command uses (the others are released: less load on the drive IOC)
 COMMAND_SIGNALS = ["mode", "slew_frame", "slew_x", "slew_y", "track_name", "track_ra", "track_dec", "off_ha",
                    "off_dec", "rate_ha", "rate_dec", "scan_dur", "state", "target", "message", "limit",
                    "watchdog_sts", "pos_pkt", "ha_err", "dec_err", "dec", "el", "sun_obs"]
-CMD_LEAD_S = 0.3  # real s between reading the position and the command taking effect (rate mode)
+CMD_LEAD_S = 0.3  # real s between reading the position and the command taking effect (--sky)
 
 
 @dataclass(frozen=True)
@@ -178,23 +176,37 @@ def icrs_of_apparent(ha_deg: float, dec_deg: float, t: float, site: Any) -> tupl
     return float(c.ra.deg) % 360.0, float(c.dec.deg)
 
 
-def rate_limits(site: Any, sky: bool) -> dict[str, tuple[float, float]]:
-    """Allowed requested rates per axis (deg/s): the drive's scan-rate limit, sidereal rate included for HA."""
+def rate_limits(site: Any) -> dict[str, tuple[float, float]]:
+    """Allowed requested rates per axis (deg/s): what the drive accepts for RATE and SCAN."""
+    from iocs.drive_safety import COMMAND_RATE_FRACTION  # noqa: PLC0415
+
     m = site.mount
-    lim_h, lim_d = MANUAL_FRACTION * m.ha.max_rate_deg_s, MANUAL_FRACTION * m.dec.max_rate_deg_s
-    shift = 0.0 if sky else SIDEREAL_DEG_S
-    return {"ha": (-lim_h + shift, lim_h + shift), "dec": (-lim_d, lim_d)}
+    lim_h, lim_d = COMMAND_RATE_FRACTION * m.ha.max_rate_deg_s, COMMAND_RATE_FRACTION * m.dec.max_rate_deg_s
+    return {"ha": (-lim_h, lim_h), "dec": (-lim_d, lim_d)}
+
+
+def sky_under_beam(obs: common.Observatory, drive: Any) -> tuple[float, float]:
+    """ICRS (RA, Dec) (deg) of the sky point under the beam when a command sent now lands."""
+    from devices.drive import PKT_DEC_OBS, PKT_HA_OBS  # noqa: PLC0415
+
+    icrs_of_apparent(0.0, 0.0, obs.now(), obs.site)  # astropy imported and warm before timing matters
+    pkt = packet(drive)
+    t_pos = obs.now()
+    ra, dec = icrs_of_apparent(float(pkt[PKT_HA_OBS]), float(pkt[PKT_DEC_OBS]), t_pos, obs.site)
+    # the sky turns on while the command travels
+    return (ra + SIDEREAL_DEG_S * (obs.now() + CMD_LEAD_S * obs.clock.speed - t_pos)) % 360.0, dec
 
 
 def check_rates(args: argparse.Namespace, site: Any) -> tuple[float, float]:
     """The requested (HA, Dec) rates (deg/s); UsageError if beyond what the drive accepts."""
     r_ha = args.rate_ha if args.rate_ha is not None else 0.0
     r_dec = args.rate_dec if args.rate_dec is not None else 0.0
+    max_rate = {"ha": site.mount.ha.max_rate_deg_s, "dec": site.mount.dec.max_rate_deg_s}
     for axis, r in (("ha", r_ha), ("dec", r_dec)):
-        lo, hi = rate_limits(site, args.sky)[axis]
+        lo, hi = rate_limits(site)[axis]
         if not lo <= r <= hi:
             raise common.UsageError(f"--rate-{axis} {r:g}: outside {lo:.4f}..{hi:.4f} deg/s (the drive moves an "
-                                    f"axis by hand at most {MANUAL_FRACTION:.0%} of its maximum rate)")
+                                    f"axis by hand at most {hi / max_rate[axis]:.0%} of its maximum rate)")
     return r_ha, r_dec
 
 
@@ -205,19 +217,17 @@ class Superseded(common.ProgramError):
 def run_rates(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> int:
     """Move the axes at the requested rates until the end condition, then stop."""
     from devices.common import DeviceFault  # noqa: PLC0415
-    from devices.drive import HALTED, PKT_DEC_OBS, PKT_HA_OBS  # noqa: PLC0415
+    from devices.drive import HALTED  # noqa: PLC0415
 
     r_ha, r_dec = check_rates(args, obs.site)
-    rate_ha_sp = r_ha if args.sky else r_ha - SIDEREAL_DEG_S
     what = f"manual rates HA {r_ha:+g} Dec {r_dec:+g} deg/s" + (" on the sky" if args.sky else "")
-    icrs_of_apparent(0.0, 0.0, obs.now(), obs.site)  # astropy imported and warm before timing matters
-    pkt = packet(drive)
-    t_pos = obs.now()
-    ra, dec = icrs_of_apparent(float(pkt[PKT_HA_OBS]), float(pkt[PKT_DEC_OBS]), t_pos, obs.site)
-    # the point under the beam when the command lands: the sky turns on meanwhile
-    ra = (ra + SIDEREAL_DEG_S * (obs.now() + CMD_LEAD_S * obs.clock.speed - t_pos)) % 360.0
-    status = drive.scan((ra, dec), rate_ha=rate_ha_sp, rate_dec=r_dec, duration=0.0, off_ha=0.0, off_dec=0.0,
-                        timeout=args.timeout)
+    if args.sky:
+        status = drive.scan(sky_under_beam(obs, drive), rate_ha=r_ha, rate_dec=r_dec, duration=0.0, off_ha=0.0,
+                            off_dec=0.0, timeout=args.timeout)
+        running = "SCANNING"
+    else:
+        status = drive.rate(r_ha, r_dec, timeout=args.timeout)
+        running = "MANUAL"
     follow_move(args, drive, status, what + ": starting")
     t0 = time.monotonic()
     deadline = t0 + args.duration if args.duration is not None else math.inf
@@ -228,7 +238,7 @@ def run_rates(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> 
             raise_failure(status, what)
         if status.done and v.state in HALTED:
             raise DeviceFault(drive.stop_reason(v.state))
-        if status.done and v.state != "SCANNING":
+        if status.done and v.state != running:
             raise Superseded(f"the drive was re-commanded ({v.state}, target {drive.target.get()}); "
                              "MANDR leaves it as it is")
         return v

@@ -1,0 +1,162 @@
+"""DRV IOC, manual drive (MODE_CMD RATE): axis rates, live rate changes, and the stops before limits and sun.
+
+Each test starts its own DRV process and talks to it over Channel Access (pyepics; caproto's client for
+rejected puts).  Expected rates come from the position packets' times and encoder angles.
+"""
+
+from __future__ import annotations
+
+import time
+
+import epics
+import numpy as np
+import pytest
+
+from obsctl.positions import IDX
+from tests.conftest import wait_for
+from tests.helpers import get, put, put_rejected
+from tests.test_drive import MORNING, _clock, _start, _state, _sun_hadec, _wait_state
+
+
+def _packets(pv, seconds: float) -> np.ndarray:
+    """Position packets (rows) received during ``seconds`` real seconds."""
+    got: list[np.ndarray] = []
+    chan = epics.PV(pv("POS_PKT"), auto_monitor=True,
+                    callback=lambda value=None, **_: got.append(np.array(value, dtype=float)))
+    assert chan.wait_for_connection(5.0)
+    time.sleep(seconds)
+    chan.clear_callbacks()
+    chan.disconnect()
+    return np.array(got)
+
+
+def _at_rest(pv) -> bool:
+    return _state(pv) == "STOPPED" and get(pv("HA_VEL_RBV")) == 0.0 and get(pv("DEC_VEL_RBV")) == 0.0
+
+
+def test_axis_rates_and_live_change(observatory):
+    obs, pv = _start(observatory, speed=60)
+    put(pv("WATCHDOG_ENA_SP"), "DISABLED")
+    put(pv("RATE_HA_SP"), 0.1)
+    put(pv("RATE_DEC_SP"), -0.05)
+    assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
+    assert _state(pv) == "MANUAL"
+    assert get(pv("TARGET_RBV")).startswith("RATE HA +0.10000 Dec -0.05000")
+    wait_for(lambda: get(pv("ON_SOURCE_STS"), as_string=True) == "YES", 10, what="axes running at the rates")
+    pk = _packets(pv, 1.0)
+    t, ha, dec = pk[:, IDX["T"]], pk[:, IDX["HA_ENC"]], pk[:, IDX["DEC_ENC"]]
+    assert len(t) > 5 and np.all(pk[:, IDX["STATE"]] == 9)  # MANUAL
+    # the encoders advance at the rates (noise 1 mdeg over ~60 sim s)
+    assert np.polyfit(t - t[0], ha, 1)[0] == pytest.approx(0.1, abs=2e-4)
+    assert np.polyfit(t - t[0], dec, 1)[0] == pytest.approx(-0.05, abs=2e-4)
+    assert np.allclose(pk[:, IDX["HA_RATE"]], 0.1, atol=1e-6) and np.allclose(pk[:, IDX["DEC_RATE"]], -0.05, atol=1e-6)
+    # a new rate acts at once, going on from the command: no jump
+    cmd_before = get(pv("DEC_CMD_RBV"))
+    t_before = _clock(obs).now()
+    put(pv("RATE_DEC_SP"), 0.08)
+    t_after = _clock(obs).now()
+    cmd_after = get(pv("DEC_CMD_RBV"))
+    assert cmd_after - cmd_before == pytest.approx(0.0, abs=0.1 * (t_after - t_before) + 0.05)
+    assert get(pv("TARGET_RBV")).startswith("RATE HA +0.10000 Dec +0.08000")
+    wait_for(lambda: abs(get(pv("DEC_VEL_RBV")) - 0.08) < 1e-6, 10, what="Dec axis at the new rate")
+    assert get(pv("HA_VEL_RBV")) == pytest.approx(0.1, abs=1e-6)
+    # beyond 80 % of the axis maximum: refused, the old rate stays
+    top = 0.8 * obs.site.mount.ha.max_rate_deg_s
+    assert put_rejected(pv("RATE_HA_SP"), top + 0.02)
+    assert "rate" in get(pv("MSG_RBV"))
+    assert get(pv("RATE_HA_SP")) == pytest.approx(0.1)
+    assert _state(pv) == "MANUAL" and get(pv("HA_VEL_RBV")) == pytest.approx(0.1, abs=1e-6)
+    # rates of 0 hold the axes where they are
+    put(pv("RATE_HA_SP"), 0.0)
+    put(pv("RATE_DEC_SP"), 0.0)
+    wait_for(lambda: get(pv("HA_VEL_RBV")) == 0.0 and get(pv("DEC_VEL_RBV")) == 0.0, 10, what="axes held")
+    ha_held = get(pv("HA_RBV"))
+    time.sleep(0.5)
+    assert get(pv("HA_RBV")) == pytest.approx(ha_held, abs=0.01) and _state(pv) == "MANUAL"
+    # STOP ends the manual move; rates written then change nothing
+    put(pv("MODE_CMD"), "STOP")
+    wait_for(lambda: _at_rest(pv), 10, what="stopped")
+    put(pv("RATE_HA_SP"), 0.2)
+    time.sleep(0.3)
+    assert _at_rest(pv)
+
+
+def test_stops_before_the_limits(observatory):
+    obs, pv = _start(observatory, speed=60)
+    m = obs.site.mount
+    put(pv("WATCHDOG_ENA_SP"), "DISABLED")
+    put(pv("SLEW_FRAME_SP"), "HADEC")
+    put(pv("SLEW_X_SP"), 0.0)
+    put(pv("SLEW_Y_SP"), m.dec.max_deg - 4.0)
+    put(pv("MODE_CMD"), "SLEW")
+    _wait_state(pv, "PARKED")
+    # towards the Dec limit: the drive stops itself and the axis comes to rest inside
+    put(pv("RATE_HA_SP"), 0.0)
+    put(pv("RATE_DEC_SP"), 0.3)
+    assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
+    wait_for(lambda: _at_rest(pv), 30, what="stopped before the Dec limit")
+    assert get(pv("LIMIT_STS"), as_string=True) == "DEC_HIGH"
+    assert "limit" in get(pv("MSG_RBV"))
+    dec_rest = get(pv("DEC_RBV"))
+    assert m.dec.max_deg - 3.0 < dec_rest < m.dec.max_deg, dec_rest
+    # at the limit a rate into it is refused at once; away from it is accepted
+    put(pv("RATE_DEC_SP"), 0.1)
+    assert put_rejected(pv("MODE_CMD"), "RATE"), "a rate into the Dec limit was accepted"
+    assert get(pv("LIMIT_STS"), as_string=True) == "DEC_HIGH"
+    assert _at_rest(pv)
+    put(pv("RATE_DEC_SP"), -0.2)
+    assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
+    assert get(pv("LIMIT_STS"), as_string=True) == "OK"
+    wait_for(lambda: get(pv("DEC_RBV")) < dec_rest - 1.0, 10, what="moving away from the limit")
+    # from the zenith west in HA: at the site's latitude the HA limit comes before the horizon
+    put(pv("MODE_CMD"), "ZENITH")
+    _wait_state(pv, "PARKED", 30)
+    put(pv("RATE_DEC_SP"), 0.0)
+    put(pv("RATE_HA_SP"), 0.4)
+    assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
+    wait_for(lambda: _at_rest(pv), 60, what="stopped before the HA limit")
+    assert get(pv("LIMIT_STS"), as_string=True) == "HA_HIGH"
+    ha_rest = get(pv("HA_RBV"))
+    assert m.ha.max_deg - 4.0 < ha_rest < m.ha.max_deg, ha_rest
+    # on the equator the horizon comes first: the beam stays above min_elevation_deg
+    put(pv("SLEW_X_SP"), 60.0)
+    put(pv("SLEW_Y_SP"), 0.0)
+    put(pv("MODE_CMD"), "SLEW")
+    _wait_state(pv, "PARKED", 30)
+    assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
+    wait_for(lambda: _at_rest(pv), 60, what="stopped above the horizon")
+    assert get(pv("LIMIT_STS"), as_string=True) == "HORIZON"
+    el = get(pv("EL_RBV"))
+    assert m.min_elevation_deg < el < m.min_elevation_deg + 4.0, el
+    print(f"manual stops: Dec {dec_rest:.3f} (limit {m.dec.max_deg:g}), HA {ha_rest:.3f} (limit {m.ha.max_deg:g}), "
+          f"El {el:.3f} (limit {m.min_elevation_deg:g}) deg, at 60x with a {1 / m.control_rate_hz:g} s cycle")
+
+
+def test_stops_before_the_sun_and_obeys_the_watchdog(observatory):
+    obs, pv = _start(observatory, speed=60, epoch=MORNING)
+    site, clock = obs.site, _clock(obs)
+    avoid = site.mount.sun_avoidance_deg
+    put(pv("WATCHDOG_ENA_SP"), "DISABLED")
+    sun_ha, sun_dec = _sun_hadec(clock.now(), site)
+    put(pv("SLEW_FRAME_SP"), "HADEC")
+    put(pv("SLEW_X_SP"), sun_ha + avoid + 12.0)
+    put(pv("SLEW_Y_SP"), sun_dec)
+    put(pv("MODE_CMD"), "SLEW")
+    _wait_state(pv, "PARKED", 30)
+    # east of the sun at its declination, then by hand towards it (HA decreasing)
+    put(pv("RATE_HA_SP"), -0.3)
+    put(pv("RATE_DEC_SP"), 0.0)
+    assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
+    wait_for(lambda: _at_rest(pv), 30, what="stopped before the sun")
+    assert get(pv("LIMIT_STS"), as_string=True) == "SUN"
+    dist = get(pv("SUN_DIST_RBV"))
+    assert avoid < dist < avoid + 6.0, dist
+    # moving away from the sun is allowed from there
+    put(pv("RATE_HA_SP"), 0.2)
+    assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
+    wait_for(lambda: get(pv("SUN_DIST_RBV")) > dist + 1.0, 10, what="moving away from the sun")
+    # a manual move is a client's motion: without heartbeats the watchdog stops it
+    put(pv("WATCHDOG_SP"), 1.0)
+    put(pv("WATCHDOG_ENA_SP"), "ENABLED")
+    wait_for(lambda: _at_rest(pv), 5, what="watchdog stop")
+    assert get(pv("WATCHDOG_STS"), as_string=True) == "EXPIRED"
