@@ -50,13 +50,17 @@ def test_axis_rates_and_live_change(observatory):
     assert np.polyfit(t - t[0], ha, 1)[0] == pytest.approx(0.1, abs=2e-4)
     assert np.polyfit(t - t[0], dec, 1)[0] == pytest.approx(-0.05, abs=2e-4)
     assert np.allclose(pk[:, IDX["HA_RATE"]], 0.1, atol=1e-6) and np.allclose(pk[:, IDX["DEC_RATE"]], -0.05, atol=1e-6)
-    # a new rate acts at once, going on from the command: no jump
-    cmd_before = get(pv("DEC_CMD_RBV"))
-    t_before = _clock(obs).now()
+    # a new rate acts at once, going on from the command: between two readbacks the command moved at the
+    # old rate, then at the new one, and did not jump
+    cmd = epics.PV(pv("DEC_CMD_RBV"), form="time", auto_monitor=False)
+    assert cmd.wait_for_connection(5.0)
+    before = cmd.get_with_metadata(use_monitor=False, form="time")
     put(pv("RATE_DEC_SP"), 0.08)
-    t_after = _clock(obs).now()
-    cmd_after = get(pv("DEC_CMD_RBV"))
-    assert cmd_after - cmd_before == pytest.approx(0.0, abs=0.1 * (t_after - t_before) + 0.05)
+    wait_for(lambda: cmd.get_with_metadata(use_monitor=False, form="time")["timestamp"] > before["timestamp"] + 0.5,
+             5, what="a later command readback")
+    after = cmd.get_with_metadata(use_monitor=False, form="time")
+    dt = after["timestamp"] - before["timestamp"]
+    assert -0.05 * dt - 1e-6 <= after["value"] - before["value"] <= 0.08 * dt + 1e-6, (before, after)
     assert get(pv("TARGET_RBV")).startswith("RATE HA +0.10000 Dec +0.08000")
     wait_for(lambda: abs(get(pv("DEC_VEL_RBV")) - 0.08) < 1e-6, 10, what="Dec axis at the new rate")
     assert get(pv("HA_VEL_RBV")) == pytest.approx(0.1, abs=1e-6)
