@@ -131,8 +131,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_env(args: argparse.Namespace) -> int:
     """Print shell exports for the running observatory."""
-    state = launcher.ObservatoryState.load(_state_dir(args))
-    for k, v in state.client_env().items():
+    state_dir = _state_dir(args)
+    state = launcher.ObservatoryState.load(state_dir)
+    for k, v in launcher.client_env(state_dir, state).items():
         print(f"export {k}='{v}'")
     return 0
 

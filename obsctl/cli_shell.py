@@ -24,7 +24,7 @@ def session_namespace(state_dir: Path, *, archive_dir: str | None = None, live: 
     from obsctl.site import load_site
 
     state = launcher.ObservatoryState.load(state_dir)
-    ca.use_env(state.client_env())
+    ca.use_env(launcher.client_env(state_dir, state))
     import bluesky.plan_stubs as bps
     import bluesky.plans as bp
     from bluesky import RunEngine

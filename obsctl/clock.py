@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 ENV_VAR = "OBSCTL_CLOCK"
@@ -75,6 +75,14 @@ class ObservatoryClock:
         except ValueError:
             raise ValueError(f"{ENV_VAR}={text!r} is not 'sim_epoch,real_epoch,speed'") from None
         return cls(sim_epoch=sim, real_epoch=real, speed=speed)
+
+    def corrected(self, real_offset_s: float) -> ObservatoryClock:
+        """This clock on a computer whose system clock reads ``real_offset_s`` real seconds too early.
+
+        The offset is added to the system clock before it becomes observatory time, so the corrected clock
+        is ahead by ``real_offset_s * speed`` seconds of observatory time.
+        """
+        return replace(self, real_epoch=self.real_epoch - float(real_offset_s))
 
     def to_env(self) -> str:
         """Value for ``OBSCTL_CLOCK`` describing this clock."""

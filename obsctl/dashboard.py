@@ -49,7 +49,7 @@ def live_status(state: ObservatoryState, state_dir: Path, duration: float | None
     """Show the live panel until Ctrl-C (or for ``duration`` real seconds)."""
     from obsctl import ca
 
-    ca.use_env(state.client_env())
+    ca.use_env(launcher.client_env(state_dir, state))
     import epics
     from rich.columns import Columns
     from rich.live import Live

@@ -12,6 +12,11 @@ Clients list every port in ``EPICS_CA_ADDR_LIST``; ``obsctl env`` prints the set
 A detached supervisor (``python -m iocs.supervisor``) owns the IOC processes: it logs start-ups,
 shutdowns and crashes to ``<state dir>/obsctl.log`` and restarts a crashed IOC.  The state directory holds
 ``observatory.json`` (ports, pids, clock) and one log per IOC process.
+
+The clients of this computer (programs, sessions, the panel) read the observatory clock through
+:func:`client_clock`, which adds this computer's clock correction (``clock-correction.json``, set by
+``obsctl tsetp`` against station time; none when the observatory starts).  The IOCs keep the clock the
+observatory started with: station time (TIME) is the reference the correction is measured against.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from obsctl.site import Site
 
 STATE_FILE = "observatory.json"
 LOG_FILE = "obsctl.log"
+CLOCK_CORRECTION_FILE = "clock-correction.json"
+MAX_CLOCK_CORRECTION_S = 86400.0  # real s
 
 
 class LauncherError(RuntimeError):
@@ -118,6 +125,51 @@ class ObservatoryState:
         return cls(**data)
 
 
+def clock_correction(state_dir: Path) -> float:
+    """Real seconds this computer's clients add to the system clock (0 when none is set).
+
+    LauncherError if the correction file cannot be read or holds no usable value.
+    """
+    path = Path(state_dir) / CLOCK_CORRECTION_FILE
+    try:
+        value = json.loads(path.read_text())["real_offset_s"]
+    except FileNotFoundError:
+        return 0.0
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise LauncherError(f"clock correction {path} is unreadable ({err}); "
+                            "'obsctl tsetp --reset' clears it") from None
+    if not isinstance(value, int | float) or not abs(value) <= MAX_CLOCK_CORRECTION_S:
+        raise LauncherError(f"clock correction {path}: real_offset_s {value!r} is not a number of seconds within "
+                            f"+-{MAX_CLOCK_CORRECTION_S:g}; 'obsctl tsetp --reset' clears it")
+    return float(value)
+
+
+def set_clock_correction(state_dir: Path, real_offset_s: float, how: str) -> None:
+    """Store this computer's clock correction (real s; 0 removes it); ``how`` says where it came from.
+
+    ValueError (nothing written) if the value is not finite or beyond +-MAX_CLOCK_CORRECTION_S.
+    """
+    if not abs(real_offset_s) <= MAX_CLOCK_CORRECTION_S:
+        raise ValueError(f"clock correction {real_offset_s!r} s: must be within +-{MAX_CLOCK_CORRECTION_S:g} s")
+    path = Path(state_dir) / CLOCK_CORRECTION_FILE
+    if real_offset_s == 0.0:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"real_offset_s": float(real_offset_s), "set_real": time.time(), "how": how}))
+    tmp.replace(path)
+
+
+def client_clock(state_dir: Path, state: ObservatoryState) -> ObservatoryClock:
+    """The observatory clock of this computer's clients: the observatory's, with the clock correction."""
+    return ObservatoryClock.from_env({"OBSCTL_CLOCK": state.clock}).corrected(clock_correction(state_dir))
+
+
+def client_env(state_dir: Path, state: ObservatoryState) -> dict[str, str]:
+    """Environment of a client of this computer: Channel Access settings and the corrected clock."""
+    return {**state.client_env(), "OBSCTL_CLOCK": client_clock(state_dir, state).to_env()}
+
+
 def plan_processes(site: Site, only: list[str] | None = None, base_port: int | None = None,
                    repeater_port: int | None = None) -> list[ProcessSpec]:
     """Group the site's instruments into processes and give each its port."""
@@ -200,6 +252,7 @@ def start(site: Site, state_dir: Path, *, speed: float | None = None, epoch: str
         clock=clock.to_env(), processes=specs, started_real=time.time(), extra_env=dict(extra_env or {}))
     for f in state_dir.glob("pvs-*.json"):
         f.unlink()
+    set_clock_correction(state_dir, 0.0, "observatory started")  # a new clock: no correction measured yet
     state.save(state_dir)
     log = (state_dir / "supervisor.log").open("ab")
     proc = subprocess.Popen([sys.executable, "-m", "iocs.supervisor", "--state-dir", str(state_dir)],

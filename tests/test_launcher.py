@@ -34,6 +34,31 @@ def test_plan_groups_and_ports():
         launcher.plan_processes(site, only=["NOPE"])
 
 
+def test_clock_correction_file(tmp_path):
+    """This computer's clock correction: stored, applied to the clients' clock, bad values and files refused."""
+    state = launcher.ObservatoryState(site_file="", prefix="X", interface="127.0.0.1", repeater_port=5065,
+                                      clock="1795000000.0,1700000000.0,60.0",
+                                      processes=[launcher.ProcessSpec("TIME", ["TIME"], 5064)])
+    assert launcher.clock_correction(tmp_path) == 0.0
+    base = launcher.client_clock(tmp_path, state)
+    launcher.set_clock_correction(tmp_path, 2.5, "test")
+    corrected = launcher.client_clock(tmp_path, state)
+    assert corrected.sim_time(1700000100.0) - base.sim_time(1700000100.0) == pytest.approx(2.5 * 60.0)
+    assert launcher.client_env(tmp_path, state)["OBSCTL_CLOCK"] == corrected.to_env()
+    assert state.client_env()["OBSCTL_CLOCK"] == state.clock  # the IOCs keep the observatory's clock
+    for bad in (float("nan"), float("inf"), 2e5):
+        with pytest.raises(ValueError, match="clock correction"):
+            launcher.set_clock_correction(tmp_path, bad, "test")
+    assert launcher.clock_correction(tmp_path) == 2.5
+    path = tmp_path / launcher.CLOCK_CORRECTION_FILE
+    for text in ("{", '{"real_offset_s": "soon"}', '{"other": 1}', '{"real_offset_s": 1e9}'):
+        path.write_text(text)
+        with pytest.raises(launcher.LauncherError, match="tsetp --reset"):
+            launcher.clock_correction(tmp_path)
+    launcher.set_clock_correction(tmp_path, 0.0, "test")
+    assert not path.exists() and launcher.clock_correction(tmp_path) == 0.0
+
+
 def test_crash_is_logged_and_ioc_restarted(observatory):
     obs = observatory(["TIME"])
     spec = obs.state.processes[0]

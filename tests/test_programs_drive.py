@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from obsctl import launcher
+from obsctl.clock import ObservatoryClock
 from obsctl.site import load_site
 from tests.conftest import Observatory, wait_for
 from tests.helpers import Recorder, get, put
@@ -165,14 +166,14 @@ def test_readouts_match_the_pvs(obs):
     try:
         argv = {"hadc": ["--json", "--count", "2", "--interval", "0.5"], "angle": ["--json", "--count", "5"],
                 "moni": ["--json", "--count", "2"], "thum": ["--json", "--count", "2", "--interval", "0.5"],
-                "dodecdn": ["--json"], "tsetp": ["--json", "--set"]}
+                "dodecdn": ["--json"], "tsetp": ["--json"]}
         results = {}
         for batch in (("hadc", "angle", "moni"), ("thum", "dodecdn", "tsetp")):  # three at a time
             procs = {name: spawn(obs, name, *argv[name]) for name in batch}
             results.update({name: finish(p) for name, p in procs.items()})
         took = time.monotonic() - t0
-        for name, (code, _out, err) in results.items():
-            clean_exit(code, err, 1 if name == "tsetp" else 0)
+        for code, _out, err in results.values():
+            clean_exit(code, err)
         drv = lambda s: obs.pv("DRV", s)  # noqa: E731
         # HADC: encoders of the cycle, observed = encoder - pointing model - refraction
         hadc = records(results["hadc"][1])
@@ -222,17 +223,68 @@ def test_readouts_match_the_pvs(obs):
                 published = [v for ts, v in rec.data[drv(pv)] if ts <= dd["t"] + 1e-5]
             assert any(abs(v - dd[key]) < 1e-12 for v in published), (key, dd[key], published[-3:])
         assert dd["dec_total_deg"] == pytest.approx(dd["off_dec_deg"] + dd["dec_pm_deg"] + dd["dec_refr_deg"])
-        # TSETP: the check, then --set refused clearly (the TIME IOC cannot set the clock)
+        # TSETP: one check, no clock correction
         code, out, err = results["tsetp"]
         (ts,) = records(out)
         assert ts["speed_station"] == get(obs.pv("TIME", "SPEED_RBV")) == ts["speed_local"] == 60.0
         assert ts["offset_real_ms"] == pytest.approx(ts["offset_ms"] / 60.0)
-        assert ts["samples"] == 10 and abs(ts["offset_real_ms"]) < 1000.0
-        assert "cannot set the clock" in one_error_line(err, "tsetp")
+        assert ts["samples"] == 10 and abs(ts["offset_real_ms"]) < 1000.0 and ts["correction_s"] == 0.0
         print(f"six programs in {took:.1f} s; tsetp: clock - station {ts['offset_ms']:+.0f} ms "
               f"({ts['offset_real_ms']:+.1f} ms real)")
     finally:
         rec.stop()
+
+
+def test_tsetp_sets_this_computers_clock(obs):
+    """A clock set 10 real s (600 s of observatory time) ahead by hand is put right from station time."""
+    path = obs.state_dir / launcher.CLOCK_CORRECTION_FILE
+    try:
+        base = ObservatoryClock.from_env({"OBSCTL_CLOCK": obs.state.clock})
+        ahead = math.floor(base.now() + 600.0)
+        utc = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ahead))
+        code, out, err = finish(spawn(obs, "tsetp", "--set-to", utc, "--samples", "5", "--json"))
+        clean_exit(code, err)
+        assert err.startswith("clock set by hand: correction +"), err
+        (r,) = records(out)
+        saved = json.loads(path.read_text())
+        assert saved["real_offset_s"] == r["correction_s"] and not r["ok"]
+        assert base.sim_time(saved["set_real"] + saved["real_offset_s"]) == pytest.approx(ahead, abs=1.0)
+        assert 8.0 < r["correction_s"] < 10.0  # 600 s of observatory time at 60x, less the program's start
+        assert r["offset_ms"] == pytest.approx(r["correction_s"] * 60e3, abs=3e3)  # plus the delivery delay
+        # every client of this computer started now gets the corrected clock: programs and 'obsctl env'
+        code, out, err = finish(spawn(obs, "env"))
+        clean_exit(code, err)
+        exported = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+        shell_clock = ObservatoryClock.from_env({"OBSCTL_CLOCK": exported["OBSCTL_CLOCK"].strip("'")})
+        assert shell_clock.now() - base.now() == pytest.approx(r["correction_s"] * 60.0, abs=0.5)
+        # --set: the check differs, the correction is changed by the difference, the new check agrees
+        code, out, err = finish(spawn(obs, "tsetp", "--set", "--tolerance-ms", "200", "--json"))
+        clean_exit(code, err)
+        first, second = records(out)
+        assert not first["ok"] and second["ok"], (first, second)
+        assert abs(second["offset_real_ms"]) < 200.0 and abs(second["correction_s"]) < 0.2
+        assert second["correction_s"] == pytest.approx(first["correction_s"] - first["offset_real_ms"] / 1e3)
+        assert err.startswith("clock set from station time: correction "), err
+        assert json.loads(path.read_text())["real_offset_s"] == second["correction_s"]
+        # a clock within the tolerance is left as it is
+        code, out, err = finish(spawn(obs, "tsetp", "--set", "--tolerance-ms", "200", "--json"))
+        clean_exit(code, err)
+        assert len(records(out)) == 1 and "not set" in err
+        assert json.loads(path.read_text())["real_offset_s"] == second["correction_s"]
+        # bad input changes nothing; --reset removes the correction
+        for argv, text in ((["--set-to", "tomorrow"], "--set-to 'tomorrow': not an ISO-8601 UTC date"),
+                           (["--set", "--reset"], "not allowed with argument")):
+            code, out, err = finish(spawn(obs, "tsetp", *argv))
+            clean_exit(code, err, 2)
+            assert text in one_error_line(err, "tsetp")
+        assert json.loads(path.read_text())["real_offset_s"] == second["correction_s"]
+        code, out, err = finish(spawn(obs, "tsetp", "--reset", "--json"))
+        clean_exit(code, err)
+        assert records(out)[0]["correction_s"] == 0.0 and not path.exists()
+        print(f"tsetp: 600 s ahead by hand, then set from station time: {second['offset_real_ms']:+.2f} ms real left, "
+              f"correction {second['correction_s'] * 1e3:+.2f} ms")
+    finally:
+        launcher.set_clock_correction(obs.state_dir, 0.0, "test end")
 
 
 def test_dodecdn_sets_the_dec_offset(obs):

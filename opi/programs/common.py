@@ -392,14 +392,18 @@ def connect(args: argparse.Namespace | str | Path | None, needs: Iterable[str] =
     if not launcher.pid_alive(state.supervisor_pid):
         raise ProgramError(f"observatory not running: its supervisor (pid {state.supervisor_pid}) in {state_dir} "
                            "has gone; start it with 'obsctl up'")
-    ca.use_env(state.client_env())
+    try:
+        env = launcher.client_env(state_dir, state)
+    except launcher.LauncherError as err:
+        raise ProgramError(str(err)) from None
+    ca.use_env(env)
     os.environ.setdefault("EPICS_CA_MAX_ARRAY_BYTES", "10000000")
     full = load_site(state.site_file or None)
     running = {d for p in state.processes for d in p.devs}
     site = full.with_overrides(pv_prefix=state.prefix,
                                instruments=[i.model_dump() for i in full.instruments if i.dev in running])
     full = full.with_overrides(pv_prefix=state.prefix)
-    obs = Observatory(state_dir, state, site, full, ObservatoryClock.from_env({"OBSCTL_CLOCK": state.clock}))
+    obs = Observatory(state_dir, state, site, full, ObservatoryClock.from_env({"OBSCTL_CLOCK": env["OBSCTL_CLOCK"]}))
     obs.require(*needs)
     _OPEN.append(obs)
     return obs

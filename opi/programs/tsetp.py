@@ -1,17 +1,24 @@
-"""TSETP: check this computer's observatory clock against station time (TIME IOC), and say whether it can be set.
+"""TSETP: check this computer's observatory clock against station time (TIME IOC), and set it.
 
 The check listens to the station's UTC (``TIME:UNIX_RBV``, published ``RATE_SP`` times a second) and
-notes the observatory clock of this computer (``obsctl.clock``, from the running observatory's state) as
-each update arrives.  Transport only ever delays an update, so the smallest ``local - station`` over the
-samples is the best estimate of the clock difference (it still includes the minimum delivery delay).
-Differences are given in milliseconds of observatory time and, divided by the speed factor, of real time.
+notes the observatory clock of this computer (``obsctl.launcher.client_clock``: the running observatory's
+clock with this computer's correction) as each update arrives.  Transport only ever delays an update, so
+the smallest ``local - station`` over the samples is the best estimate of the clock difference (it still
+includes the minimum delivery delay).  Differences are given in milliseconds of observatory time and,
+divided by the speed factor, of real time.
 
-Setting the clock (``--set``): the TIME IOC publishes the observatory clock, which every process derives
-from the same three numbers fixed when the observatory starts (``obsctl up --start/--speed``); the IOC
-serves no PV to set it (its only setpoint, ``RATE_SP``, is the publication rate).  ``--set`` therefore
-reports the check and says so, with exit code 1.
+Setting the clock changes this computer's clock correction (real s, ``obsctl.launcher``), which every
+client of this computer started afterwards uses (programs, ``obsctl shell``, ``obsctl env``); the IOCs
+and station time are not touched.
+- ``--set``: from station time.  Only a clock that differs by more than the tolerance is set (the
+  measured difference contains the delivery delay, so a clock within the tolerance is left alone); the
+  correction changes by the measured difference, then a new check shows the result (exit 1 if it still
+  differs).  A different speed factor cannot be corrected (exit 1).
+- ``--set-to UTC``: by hand, so that the clock reads that UTC now (station time not needed).
+- ``--reset``: no correction.
 
-Importable: :func:`check_clock` gives a :class:`ClockCheck`.
+Importable: :func:`check_clock` gives a :class:`ClockCheck`; :func:`set_from_station`,
+:func:`set_by_hand` and :func:`reset` change the correction.
 """
 
 from __future__ import annotations
@@ -23,12 +30,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from obsctl import launcher
 from opi.programs import common
 
 NAME = "tsetp"
-SET_UNSUPPORTED = ("--set: the TIME IOC cannot set the clock: it publishes the observatory clock, which is fixed "
-                   "when the observatory starts (obsctl up --start/--speed), and serves no clock-setting PV "
-                   "(its only setpoint, RATE_SP, is the publication rate); nothing was changed")
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class ClockCheck:
         The host's system clock minus station time (s), only when the observatory runs in real time.
     tolerance_ms : float
         Real-time tolerance of ``ok``.
+    correction_s : float
+        This computer's clock correction during the check (real s).
     """
 
     t_station: float
@@ -72,6 +79,7 @@ class ClockCheck:
     pps_offset_us: float
     host_minus_station_s: float | None
     tolerance_ms: float
+    correction_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -84,8 +92,10 @@ class ClockCheck:
 
 
 def check_clock(station_time: Any, clock: Any, samples: int = 10, timeout: float = 10.0,
-                tolerance_ms: float = 50.0) -> ClockCheck:
+                tolerance_ms: float = 50.0, correction_s: float = 0.0) -> ClockCheck:
     """Compare ``clock`` (an ObservatoryClock) with ``samples`` updates of a connected StationTime device.
+
+    ``correction_s`` is only reported: the clock correction already applied to ``clock`` (real s).
 
     Raises ProgramError if fewer than one update arrives within ``timeout`` real seconds.
     """
@@ -115,7 +125,54 @@ def check_clock(station_time: Any, clock: Any, samples: int = 10, timeout: float
                       offset_real_ms=best * 1e3 / clock.speed, spread_ms=(statistics.median(diffs) - best) * 1e3,
                       samples=len(got), speed_station=speed, speed_local=float(clock.speed),
                       pps=str(station_time.pps.get()), pps_offset_us=float(station_time.pps_offset.get()),
-                      host_minus_station_s=host, tolerance_ms=tolerance_ms)
+                      host_minus_station_s=host, tolerance_ms=tolerance_ms, correction_s=correction_s)
+
+
+def _apply(obs: common.Observatory, real_offset_s: float, how: str) -> float:
+    """Store the correction and give ``obs`` the clock it makes; return the correction (real s)."""
+    try:
+        launcher.set_clock_correction(obs.state_dir, real_offset_s, how)
+    except ValueError as err:
+        raise common.ProgramError(f"{err}; nothing was changed") from None
+    obs.clock = launcher.client_clock(obs.state_dir, obs.state)
+    return real_offset_s
+
+
+def set_from_station(obs: common.Observatory, check: ClockCheck) -> float | None:
+    """Correct this computer's clock by the difference ``check`` measured; None if within the tolerance.
+
+    Returns the new correction (real s).  ProgramError if the speed factors differ (a restart is needed).
+    """
+    if abs(check.speed_station - check.speed_local) >= 1e-9:
+        raise common.ProgramError(f"station time runs at speed {check.speed_station:g}, this computer's clock at "
+                                  f"{check.speed_local:g}: a correction cannot fix that; restart the observatory "
+                                  "(obsctl down, obsctl up); nothing was changed")
+    if check.ok:
+        return None
+    return _apply(obs, launcher.clock_correction(obs.state_dir) - check.offset_real_ms / 1e3,
+                  f"tsetp --set: {check.offset_ms:+.1f} ms from station time {check.utc_station}")
+
+
+def set_by_hand(obs: common.Observatory, utc: str) -> float:
+    """Set this computer's clock so that it reads ``utc`` (ISO-8601 UTC) now; return the correction (real s)."""
+    step = (parse_utc(utc) - obs.clock.now()) / obs.clock.speed
+    return _apply(obs, launcher.clock_correction(obs.state_dir) + step, f"tsetp --set-to {utc}")
+
+
+def parse_utc(text: str) -> float:
+    """POSIX s of an ISO-8601 UTC text (or 'now'); UsageError naming the text."""
+    from obsctl.clock import parse_epoch  # noqa: PLC0415
+
+    try:
+        return parse_epoch(text)
+    except ValueError:
+        raise common.UsageError(f"--set-to {text!r}: not an ISO-8601 UTC date (e.g. 2026-11-21T20:30:00) "
+                                "or 'now'") from None
+
+
+def reset(obs: common.Observatory) -> None:
+    """Remove this computer's clock correction."""
+    _apply(obs, 0.0, "tsetp --reset")
 
 
 def line(c: ClockCheck) -> str:
@@ -124,7 +181,8 @@ def line(c: ClockCheck) -> str:
     host = f"  host-station {c.host_minus_station_s:+.3f} s" if c.host_minus_station_s is not None else ""
     return (f"station {c.utc_station}  observatory clock - station {c.offset_ms:+.1f} ms "
             f"({c.offset_real_ms:+.2f} ms real, jitter {c.spread_ms:.1f} ms, {c.samples} updates)  speed "
-            f"{c.speed_station:g}/{c.speed_local:g}  1PPS {c.pps} {c.pps_offset_us:+.3f} us{host}  {verdict}")
+            f"{c.speed_station:g}/{c.speed_local:g}  1PPS {c.pps} {c.pps_offset_us:+.3f} us{host}  correction "
+            f"{c.correction_s * 1e3:+.3f} ms  {verdict}")
 
 
 def render(c: ClockCheck) -> Any:
@@ -137,6 +195,7 @@ def render(c: ClockCheck) -> Any:
             ("1PPS", f"{c.pps}, {c.pps_offset_us:+.3f} us")]
     if c.host_minus_station_s is not None:
         rows.append(("host clock - station", f"{c.host_minus_station_s:+.3f} s"))
+    rows.append(("clock correction here", f"{c.correction_s * 1e3:+.3f} ms real"))
     rows.append(("verdict", "[green]OK[/]" if c.ok else "[bold red]DIFFERS[/]"))
     return common.kv_table("TSETP: observatory clock against station time", rows)
 
@@ -147,30 +206,66 @@ def build_parser() -> common.ProgramParser:
         NAME,
         "TSETP: check this computer's observatory clock against station time (TIME IOC) and show the\n"
         "difference in milliseconds (observatory time, and real time).  One check by default.\n"
-        "--set would set the clock through the TIME IOC; that IOC has no clock-setting PV (the clock\n"
-        "is fixed when the observatory starts), so --set reports the check and says so (exit code 1).",
-        ["obsctl tsetp", "obsctl tsetp --count 10 --interval 5", "obsctl tsetp --json", "obsctl tsetp --set"],
+        "--set corrects this computer's clock from station time when it differs by more than the\n"
+        "tolerance, then checks again; --set-to sets it by hand; --reset removes the correction.  The\n"
+        "correction holds for the clients of this computer started afterwards (programs, obsctl shell).",
+        ["obsctl tsetp", "obsctl tsetp --count 10 --interval 5", "obsctl tsetp --json", "obsctl tsetp --set",
+         "obsctl tsetp --set-to 2026-11-21T20:30:00", "obsctl tsetp --reset"],
         interval=1.0, count_help="N checks (default 1)")
     p.add_argument("--samples", type=int, default=10, metavar="N",
                    help="station time updates per check (default 10)")
     p.add_argument("--tolerance-ms", type=common.finite_float, default=50.0, metavar="MS",
                    help="clocks agree when within this many real milliseconds (default 50)")
-    p.add_argument("--set", action="store_true", help="set the clock through the TIME IOC (not supported: see above)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--set", action="store_true",
+                     help="set this computer's clock from station time if it differs (after the checks)")
+    how.add_argument("--set-to", metavar="UTC", default=None,
+                     help="set this computer's clock by hand to this ISO-8601 UTC now, then check")
+    how.add_argument("--reset", action="store_true", help="remove this computer's clock correction, then check")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check (and refuse to set) the clock."""
+    """Check the clock, setting it first (--set-to, --reset) or afterwards (--set) when asked."""
     if args.samples < 1:
         raise common.UsageError(f"--samples {args.samples}: must be at least 1")
     if args.tolerance_ms <= 0:
         raise common.UsageError(f"--tolerance-ms {args.tolerance_ms:g}: must be positive")
+    if args.set_to is not None:
+        parse_utc(args.set_to)
     obs = common.connect(args, needs=["TIME"])
     st = obs.device("station_time")
-    common.refresh_loop(args, lambda: check_clock(st, obs.clock, args.samples, tolerance_ms=args.tolerance_ms),
-                        render=render, line=line, record=ClockCheck.as_dict, count=args.count or 1)
-    if args.set:
-        raise common.ProgramError(SET_UNSUPPORTED)
+    if args.reset:
+        reset(obs)
+        common.note(args, "clock correction removed")
+    elif args.set_to is not None:
+        corr = set_by_hand(obs, args.set_to)
+        common.note(args, f"clock set by hand: correction {corr * 1e3:+.3f} ms real")
+
+    def check() -> ClockCheck:
+        return check_clock(st, obs.clock, args.samples, tolerance_ms=args.tolerance_ms,
+                           correction_s=launcher.clock_correction(obs.state_dir))
+
+    last: list[ClockCheck] = []
+
+    def read() -> ClockCheck:
+        last[:] = [check()]
+        return last[0]
+
+    common.refresh_loop(args, read, render=render, line=line, record=ClockCheck.as_dict, count=args.count or 1)
+    if not args.set or not last:
+        return 0
+    before = launcher.clock_correction(obs.state_dir)
+    corr = set_from_station(obs, last[0])
+    if corr is None:
+        common.note(args, f"clock agrees with station time within {args.tolerance_ms:g} ms: not set")
+        return 0
+    common.note(args, f"clock set from station time: correction {corr * 1e3:+.3f} ms real (was "
+                      f"{before * 1e3:+.3f}); checking again")
+    common.refresh_loop(args, read, render=render, line=line, record=ClockCheck.as_dict, count=1)
+    if not last[0].ok:
+        raise common.ProgramError(f"the clock still differs from station time by {last[0].offset_real_ms:+.2f} ms "
+                                  "real after setting")
     return 0
 
 
