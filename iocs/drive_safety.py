@@ -12,17 +12,14 @@ from typing import Any
 from iocs.drive_targets import FixedGoal, RateGoal, TargetError, check_path, check_pointing
 from iocs.sim.drive import Axis, predict_path, sun_distance
 
-#: the largest axis rate (fraction of the axis maximum) a SCAN or manual RATE command may ask for
-COMMAND_RATE_FRACTION = 0.8
-
 
 class DriveSafety:
     """Checks and protective stops of the drive (mixed into DriveIOC)."""
 
     def check_rates(self, rates: tuple[float, float], what: str) -> None:
         """Raise TargetError if an axis rate (deg/s) is beyond what a command may ask for."""
-        for rate, axis in zip(rates, self.axes, strict=True):
-            top = COMMAND_RATE_FRACTION * axis.spec.max_rate
+        for rate, axis in zip(rates, (self.mount.ha, self.mount.dec), strict=True):
+            top = axis.command_rate_deg_s
             if abs(rate) > top:
                 raise TargetError(f"{what} rate {rate:g} > {top:g} deg/s")
 

@@ -46,6 +46,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+#: fraction of an axis's maximum rate that a drive command may ask for (AxisConfig.command_rate_deg_s)
+COMMAND_RATE_FRACTION = 0.8
+
+
 class AxisConfig(_Model):
     """One mount axis: software limits and motion capability."""
 
@@ -53,6 +57,12 @@ class AxisConfig(_Model):
     max_deg: float = Field(description="upper software limit (deg)")
     max_rate_deg_s: float = Field(gt=0, le=10, description="maximum slew rate (deg/s)")
     max_accel_deg_s2: float = Field(gt=0, le=10, description="maximum acceleration (deg/s^2)")
+
+    @property
+    def command_rate_deg_s(self) -> float:
+        """Largest axis rate a SCAN or manual RATE command may ask for (deg/s): a margin below the maximum,
+        so that the axis can still catch up with its command."""
+        return COMMAND_RATE_FRACTION * self.max_rate_deg_s
 
     @model_validator(mode="after")
     def _ordered(self) -> AxisConfig:

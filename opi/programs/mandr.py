@@ -178,10 +178,7 @@ def icrs_of_apparent(ha_deg: float, dec_deg: float, t: float, site: Any) -> tupl
 
 def rate_limits(site: Any) -> dict[str, tuple[float, float]]:
     """Allowed requested rates per axis (deg/s): what the drive accepts for RATE and SCAN."""
-    from iocs.drive_safety import COMMAND_RATE_FRACTION  # noqa: PLC0415
-
-    m = site.mount
-    lim_h, lim_d = COMMAND_RATE_FRACTION * m.ha.max_rate_deg_s, COMMAND_RATE_FRACTION * m.dec.max_rate_deg_s
+    lim_h, lim_d = site.mount.ha.command_rate_deg_s, site.mount.dec.command_rate_deg_s
     return {"ha": (-lim_h, lim_h), "dec": (-lim_d, lim_d)}
 
 
