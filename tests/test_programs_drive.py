@@ -344,6 +344,57 @@ def test_mandr_refused_slew_and_rates(obs):
     assert get(drv("STATE_STS"), as_string=True) == "STOPPED"
 
 
+def test_mandr_keys_steer_the_axes(obs):
+    """MANDR --keys on a terminal: arrow keys change the axis rates live, + doubles the step, space holds,
+    q stops the drive and quits."""
+    drv = lambda s: obs.pv("DRV", s)  # noqa: E731
+    main_fd, sub_fd = pty.openpty()
+    proc = spawn(obs, "mandr", "--keys", "--step", "0.02", "--interval", "0.2", "--json", stdin=sub_fd)
+    os.close(sub_fd)
+    seen: list[dict] = []
+
+    def until(pred, what: str, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            line = proc.stdout.readline() if ready else ""
+            if line.strip():
+                seen.append(json.loads(line))
+                if pred(seen[-1]):
+                    return seen[-1]
+            elif ready or proc.poll() is not None:
+                break
+        raise AssertionError(f"MANDR --keys: no record with {what}; last {seen[-3:]}, stderr "
+                             f"{proc.stderr.read() if proc.poll() is not None else ''}")
+
+    def rates(ha: float, dec: float):
+        return lambda r: (r["state"] == "MANUAL" and abs(r["ha_vel_deg_s"] - ha) < 1e-6
+                          and abs(r["dec_vel_deg_s"] - dec) < 1e-6)
+
+    try:
+        until(lambda r: r["state"] == "MANUAL" and r["what"].startswith("keys:"), "the drive held in MANUAL")
+        os.write(main_fd, b"\x1b[C\x1b[C")  # right, right: HA +0.04
+        r = until(rates(0.04, 0.0), "HA at +0.04 deg/s")
+        assert r["what"].startswith("keys: HA +0.0400 Dec +0.0000 deg/s, step 0.02"), r["what"]
+        os.write(main_fd, b"\x1bOA")  # up (application cursor mode): Dec +0.02
+        until(rates(0.04, 0.02), "Dec at +0.02 deg/s")
+        os.write(main_fd, b"+\x1b[B\x1b[D")  # step 0.04; down: Dec -0.02; left: HA 0
+        until(rates(0.0, -0.02), "HA at 0 and Dec at -0.02 deg/s")
+        assert get(drv("RATE_HA_SP")) == 0.0 and get(drv("RATE_DEC_SP")) == pytest.approx(-0.02)
+        os.write(main_fd, b" ")  # hold
+        until(rates(0.0, 0.0), "both axes held")
+        os.write(main_fd, b"q")
+        code, _, err = finish(proc, 60)
+        clean_exit(code, err)
+        assert err.strip().endswith("drive stopped (STOPPED)"), err
+        assert get(drv("STATE_STS"), as_string=True) == "STOPPED" and get(drv("HA_VEL_RBV")) == 0.0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(main_fd)
+
+
 def _pty_until(proc: subprocess.Popen, fd: int, text: bytes, timeout: float) -> bytes:
     buf = b""
     t0 = time.monotonic()

@@ -7,6 +7,11 @@
     to the sky instead: a SCAN about the sky point under the beam, from zero offsets, on top of sidereal
     tracking.  The drive's safety still applies: the drive stops itself before an axis limit, the
     horizon limit or the sun zone, and MANDR shows the IOC's reason (exit 1).
+``--keys``
+    Steer by hand from the terminal: the drive holds in RATE (MANUAL) and the arrow keys change the axis
+    rates by ``--step`` (left/right: HA -/+, up/down: Dec +/-); ``+``/``-`` double or halve the step, space
+    holds (rates 0), ``x`` stops the drive (a rate key starts again), ``q`` or Ctrl-C stops and quits.
+    A rate the drive refuses, or a stop by the drive's safety, is shown and steering goes on.
 ``--to-hadec HA DEC`` / ``--to-azel AZ EL``
     Slew to a fixed apparent position and park there (the drive holds the encoder position).
 ``--stop``
@@ -20,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -91,7 +98,7 @@ def line(v: MoveView) -> str:
             f"{v.error_deg:.4f} deg  {v.elapsed_s:5.1f} s  {v.what}")
 
 
-def render(v: MoveView) -> Any:
+def render(v: MoveView, caption: str = "Ctrl-C stops the drive") -> Any:
     """The live table of a move."""
     f = common
     return f.kv_table(f"{v.what}  ({v.elapsed_s:.1f} s)", [
@@ -102,7 +109,7 @@ def render(v: MoveView) -> Any:
         ("HA rate", f"{v.ha_vel_deg_s:+.5f} deg/s"),
         ("Dec rate", f"{v.dec_vel_deg_s:+.5f} deg/s"),
         ("error left", f"{v.error_deg:.4f} deg"),
-        ("UTC", f.fmt_utc(v.t))], caption="Ctrl-C stops the drive")
+        ("UTC", f.fmt_utc(v.t))], caption=caption)
 
 
 # ---- shared with ZE ----------------------------------------------------------------------------
@@ -255,6 +262,94 @@ def run_rates(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> 
     return 0
 
 
+KEY_HELP = "arrows: HA -/+ (left/right), Dec +/- (up/down); +/-: step x2 or /2; space: hold; x: stop; q: quit"
+
+
+class Steering:
+    """Rates asked by keys (deg/s), the step, and the last message; applies them to the drive."""
+
+    def __init__(self, drive: Any, site: Any, step: float):
+        lim = rate_limits(site)
+        self.drive, self.top = drive, (lim["ha"][1], lim["dec"][1])
+        self.rates, self.step, self.message, self.quit = [0.0, 0.0], step, "", False
+
+    def label(self) -> str:
+        """What the display's title says."""
+        text = f"keys: HA {self.rates[0]:+.4f} Dec {self.rates[1]:+.4f} deg/s, step {self.step:g}"
+        return text + (f"; {self.message}" if self.message else "")
+
+    def key(self, name: str, state: str) -> None:
+        """Act on one key, with ``state`` the drive state of the newest packet."""
+        moves = {"left": (0, -1), "right": (0, 1), "up": (1, 1), "down": (1, -1)}
+        if name in moves:
+            axis, sign = moves[name]
+            new = list(self.rates)
+            new[axis] = max(-self.top[axis], min(self.top[axis], round(new[axis] + sign * self.step, 9)))
+            self.apply(new, state)
+        elif name == "space":
+            self.apply([0.0, 0.0], state)
+        elif name in ("+", "="):
+            self.step = min(self.step * 2.0, max(self.top))
+        elif name in ("-", "_"):
+            self.step = max(self.step / 2.0, 1e-4)
+        elif name == "x":
+            self.message = f"stopped ({stop_drive(self.drive)}); a rate key starts again"
+            self.rates = [0.0, 0.0]
+        elif name in ("q", "Q"):
+            self.quit = True
+
+    def apply(self, new: list[float], state: str) -> None:
+        """Ask the drive for ``new`` rates: live while MANUAL, else a new RATE command; a refusal is shown."""
+        from devices.common import CommandRefused  # noqa: PLC0415
+
+        try:
+            if state == "MANUAL":
+                self.drive.rate_ha.checked_put(new[0])
+                self.drive.rate_dec.checked_put(new[1])
+            else:  # a new manual move: wait until the drive took it or refused it
+                status = self.drive.rate(new[0], new[1])
+                deadline = time.monotonic() + 5.0
+                while not status.done and self.drive.state.get() != "MANUAL" and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                if status.done and status.exception() is not None:
+                    raise CommandRefused(str(status.exception()))
+        except CommandRefused as err:
+            self.message = f"refused: {self.drive.last_message() or err}"
+            return
+        self.rates, self.message = new, ""
+
+
+def run_keys(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> int:
+    """Steer the axes with the arrow keys until q, Ctrl-C, --count refreshes or --duration, then stop."""
+    from opi.programs.keys import KeyReader  # noqa: PLC0415
+
+    steer = Steering(drive, obs.site, args.step)
+    follow_move(args, drive, drive.rate(0.0, 0.0, timeout=args.timeout), "manual drive by keys: starting")
+    t0 = time.monotonic()
+    deadline = t0 + args.duration if args.duration is not None else math.inf
+    try:
+        with KeyReader() as keys:
+            def read() -> MoveView:
+                state = read_view(drive, "", t0).state
+                for name in keys.pending():
+                    steer.key(name, state)
+                    state = read_view(drive, "", t0).state
+                if state != "MANUAL" and not steer.message:
+                    steer.message = f"drive {state}: {drive.last_message()}"
+                return read_view(drive, steer.label(), t0)
+
+            common.refresh_loop(args, read, render=lambda v: render(v, KEY_HELP), line=line,
+                                record=MoveView.as_dict, until=lambda v: steer.quit or time.monotonic() >= deadline)
+    except KeyboardInterrupt:
+        common.note(args, f"Ctrl-C: drive stopped ({stop_drive(drive)})")
+        raise
+    except BaseException:
+        stop_drive(drive)
+        raise
+    common.note(args, f"drive stopped ({stop_drive(drive)})")
+    return 0
+
+
 def slew_target(args: argparse.Namespace) -> tuple[float, float, str]:
     """(x, y, frame) of --to-hadec / --to-azel in degrees; UsageError naming a bad angle."""
     from obsctl.coordinates import parse_angle  # noqa: PLC0415
@@ -289,11 +384,13 @@ def build_parser() -> common.ProgramParser:
     p = common.make_parser(
         NAME,
         "MANDR: manual drive.  Move the axes at given rates (deg/s of observatory time) until Ctrl-C,\n"
-        "--count refreshes or --duration seconds, then stop; or slew to an apparent HA/Dec or Az/El and\n"
-        "park; or stop.  Refused commands show the drive's reason (sun, limits, wind).  Ctrl-C stops the\n"
-        "drive.  Angles: degrees, or sexagesimal (HA in h:m:s, the others d:m:s).",
+        "--count refreshes or --duration seconds, then stop; or steer with the arrow keys (--keys); or\n"
+        "slew to an apparent HA/Dec or Az/El and park; or stop.  Refused commands show the drive's reason\n"
+        "(sun, limits, wind).  Ctrl-C stops the drive.  Angles: degrees, or sexagesimal (HA in h:m:s, the\n"
+        "others d:m:s).",
         ["obsctl mandr --rate-ha 0.1 --rate-dec 0", "obsctl mandr --rate-dec -0.05 --duration 30",
-         "obsctl mandr --to-hadec -1:30:00 -45", "obsctl mandr --to-azel 180 30", "obsctl mandr --stop"],
+         "obsctl mandr --keys --step 0.02", "obsctl mandr --to-hadec -1:30:00 -45", "obsctl mandr --to-azel 180 30",
+         "obsctl mandr --stop"],
         interval=0.5)
     common.allow_negative_values(p)
     p.add_argument("--rate-ha", type=common.finite_float, default=None, metavar="DEG_S",
@@ -303,6 +400,9 @@ def build_parser() -> common.ProgramParser:
     p.add_argument("--to-hadec", nargs=2, metavar=("HA", "DEC"), help="slew to apparent HA, Dec and park")
     p.add_argument("--to-azel", nargs=2, metavar=("AZ", "EL"), help="slew to apparent Az, El and park")
     p.add_argument("--stop", action="store_true", help="stop the drive")
+    p.add_argument("--keys", action="store_true", help="steer with the arrow keys (needs a terminal on stdin)")
+    p.add_argument("--step", type=common.finite_float, default=0.01, metavar="DEG_S",
+                   help="--keys: rate change per key press (deg/s; default 0.01)")
     p.add_argument("--sky", action="store_true", help="rates relative to the sky (added to sidereal tracking)")
     p.add_argument("--duration", type=common.finite_float, default=None, metavar="S",
                    help="rate mode: stop after this many real seconds")
@@ -320,15 +420,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _check(args: argparse.Namespace) -> None:
     rates = args.rate_ha is not None or args.rate_dec is not None
-    modes = [name for name, given in (("--rate-ha/--rate-dec", rates), ("--to-hadec", bool(args.to_hadec)),
-                                      ("--to-azel", bool(args.to_azel)), ("--stop", args.stop)) if given]
+    modes = [name for name, given in (("--rate-ha/--rate-dec", rates), ("--keys", args.keys),
+                                      ("--to-hadec", bool(args.to_hadec)), ("--to-azel", bool(args.to_azel)),
+                                      ("--stop", args.stop)) if given]
     if len(modes) != 1:
-        raise common.UsageError("give one of --rate-ha/--rate-dec, --to-hadec, --to-azel or --stop" +
+        raise common.UsageError("give one of --rate-ha/--rate-dec, --keys, --to-hadec, --to-azel or --stop" +
                                 (f", not {' and '.join(modes)}" if modes else ""))
     if args.sky and not rates:
         raise common.UsageError("--sky goes with --rate-ha/--rate-dec only")
-    if args.duration is not None and not rates:
-        raise common.UsageError("--duration goes with --rate-ha/--rate-dec only")
+    if args.duration is not None and not (rates or args.keys):
+        raise common.UsageError("--duration goes with --rate-ha/--rate-dec or --keys only")
+    if not 0 < args.step <= 1.0:
+        raise common.UsageError(f"--step {args.step:g}: must be above 0 and at most 1 deg/s")
+    if args.keys and not os.isatty(sys.stdin.fileno()):
+        raise common.UsageError("--keys needs a terminal on standard input")
     if args.duration is not None and args.duration <= 0:
         raise common.UsageError(f"--duration {args.duration:g}: must be positive")
     if args.timeout <= 0:
@@ -341,11 +446,13 @@ def run(args: argparse.Namespace) -> int:
     """Carry out the manual command."""
     _check(args)
     obs = common.connect(args, needs=["DRV"])
-    if not (args.stop or args.to_hadec or args.to_azel):
+    if not (args.stop or args.to_hadec or args.to_azel or args.keys):
         check_rates(args, obs.site)  # before touching the drive
     drive = obs.device("drive", heartbeat=True, signals=COMMAND_SIGNALS)
     if args.stop:
         return run_stop(args, drive)
+    if args.keys:
+        return run_keys(args, obs, drive)
     if args.to_hadec or args.to_azel:
         return run_slew(args, drive)
     return run_rates(args, obs, drive)
