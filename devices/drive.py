@@ -466,13 +466,21 @@ class Drive(ObsDevice):
         """Manual drive: move the axes at ``rate_ha``, ``rate_dec`` (axis deg/s of observatory time).
 
         The axes start from where they are and follow nothing on the sky (state MANUAL) until the next
-        command; asked again while MANUAL, the new rates go on from the current position.  The Status
+        command; asked again while MANUAL, the new rates go on from the current command.  The Status
         finishes once the axes run at the rates.  The drive refuses rates beyond 80 % of an axis maximum,
         and stops itself before a limit, the horizon limit or the sun zone (the Status then fails with the
         reason if it had not finished).
         """
         puts = [(self.rate_ha, float(rate_ha)), (self.rate_dec, float(rate_dec))]
         return self._command(f"rate HA {rate_ha:+g} Dec {rate_dec:+g} deg/s", puts, "RATE", timeout)
+
+    def command_rates(self, rate_ha: float, rate_dec: float) -> float:
+        """As :meth:`rate`, but return once the drive has accepted the command (its observatory time, s)
+        without following the axes; CommandRefused with the drive's reason (a manual joystick's call)."""
+        self._last = None
+        self.rate_ha.checked_put(float(rate_ha))
+        self.rate_dec.checked_put(float(rate_dec))
+        return self._send_mode("RATE")
 
     def stow(self, *, timeout: float | None = None) -> DriveStatus:
         """Drive to the stow position; done when stowed."""

@@ -13,8 +13,8 @@ Commands and setpoints
   DRIFT_LEAD_SP   DRIFT: park this far ahead of the target in HA (deg; reached after lead/15.04 h)
   OFF_HA_SP       offset in HA, coordinate degrees (not true angle), live in TRACK and SCAN (deg)
   OFF_DEC_SP      offset in Dec (deg)
-  RATE_HA_SP      SCAN rate of the HA offset (deg/s of sim time, coordinate); RATE: HA axis rate, live
-  RATE_DEC_SP     SCAN rate of the Dec offset (deg/s); RATE: Dec axis rate, live
+  RATE_HA_SP      SCAN rate of the HA offset (deg/s of sim time, coordinate); RATE: HA axis rate
+  RATE_DEC_SP     SCAN rate of the Dec offset (deg/s); RATE: Dec axis rate
   SCAN_DUR_SP     SCAN duration (sim s; 0 = until the next command)
   WATCHDOG_SP     heartbeat timeout while moving (s of REAL time)
   WATCHDOG_ENA_SP ENABLED / DISABLED
@@ -61,11 +61,13 @@ Behaviour
   passed the final offsets are held and the state returns to TRACKING.
 - RATE (manual drive) moves the axes at RATE_HA/DEC_SP (axis deg/s of sim time, at most 80 % of the axis
   maximum) from where they are, following nothing on the sky: MANUAL throughout, "on source" once the axes
-  run on the moving command.  A rate written while in RATE acts at once (and counts as a heartbeat).  A
-  rate is refused, and a manual move stopped (LIMIT_STS says why), when the axes, speeding up towards the
-  rates at full acceleration until the next periodic cycle and then braking, could end beyond an axis
-  limit, below min_elevation_deg, or within sun_avoidance_deg of the sun and nearer than now: so they
-  come to rest inside.
+  run on the moving command.  RATE again while MANUAL changes the rates from the current command, without
+  a jump.  The command itself brakes before the first axis limit ahead (drive_targets.RateGoal), so the
+  axes come to rest inside it however late a cycle comes; the drive then stops (LIMIT_STS says which).
+  Horizon and sun: a rate is refused, and a manual move stopped, when the axes, speeding up towards the
+  rates at full acceleration for two control periods and then braking (or braking from their present
+  motion), could end below min_elevation_deg or within sun_avoidance_deg of the sun, and lower or nearer
+  the sun than now.  From beyond a limit, a move back inside is allowed.
 - Refused targets: outside the axis limits, below min_elevation_deg, within sun_avoidance_deg of the sun, or
   a sampled slew path (axis kinematics simulated ahead, sun motion included) passing within it; a path that
   starts inside the zone may only move away.  A tracked target that leaves the limits or nears the sun
@@ -404,36 +406,12 @@ class DriveIOC(DriveSafety, ObsIOC):
         """A manual move at axis ``rates`` (deg/s) from where the axes are, or on from the current one."""
         self.check_rates(rates, "axis")
         self.check_manual(rates, t)
+        m = self.mount
+        axes = (("HA", m.ha.min_deg, m.ha.max_deg, m.ha.max_accel_deg_s2),
+                ("Dec", m.dec.min_deg, m.dec.max_deg, m.dec.max_accel_deg_s2))
         if isinstance(self.goal, RateGoal):  # no jump in the command
-            c = self.goal.at(t)
-            return RateGoal((c.ha_cmd, c.dec_cmd), rates, t, self.corr)
-        return RateGoal((self.axes[0].pos, self.axes[1].pos), rates, t, self.corr)
-
-    @rate_ha.putter
-    async def rate_ha(self, instance, value):
-        return await self._rate_changed(value, (value, self.rate_dec.value))
-
-    @rate_dec.putter
-    async def rate_dec(self, instance, value):
-        return await self._rate_changed(value, (self.rate_ha.value, value))
-
-    async def _rate_changed(self, value: float, rates: tuple[float, float]) -> float:
-        """In RATE, a new rate acts at once, going on from the current command (a heartbeat too)."""
-        if not isinstance(self.goal, RateGoal) or rates == self.goal.rates:
-            return value
-        self.last_beat = time.monotonic()
-        self.advance(self.clock.now())
-        try:
-            goal = self._rate_goal(rates, self.t)
-            self._check(goal, self.t)
-        except TargetError as err:
-            if err.limit != "OK":
-                await self.stamp(self.limit, err.limit)
-            await self.reject(str(err))
-        self._set_goal(goal, self.t)
-        await self.stamp(self.target, goal.label[:39])
-        await self._unsettle()
-        return value
+            return RateGoal(self.goal.command(t), rates, t, self.corr, axes)
+        return RateGoal((self.axes[0].pos, self.axes[1].pos), rates, t, self.corr, axes)
 
     @sync.putter
     async def sync(self, instance, value):

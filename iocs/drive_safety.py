@@ -108,21 +108,30 @@ class DriveSafety:
         return axis.pos + side * (run + v1 * abs(v1) / (2.0 * a))
 
     def check_manual(self, rates: tuple[float, float], t: float) -> None:
-        """Raise TargetError if the axes, speeding up towards ``rates`` (deg/s) until the next periodic cycle
-        and then braking, could end beyond a limit, below the horizon limit, or nearer the sun than the
-        avoidance distance (and nearer than now)."""
-        look = self.clock.speed / self.mount.control_rate_hz
-        ends = [self._reach(ax, look, rate) for ax, rate in zip(self.axes, rates, strict=True)]
-        end = self.corr.believed(ends[0], ends[1], t)
-        check_pointing(end, self.mount, None)
+        """Raise TargetError if the axes, speeding up towards ``rates`` (deg/s) for two control periods and
+        then braking, or braking from their present motion, could end below the horizon limit or within the
+        sun avoidance distance, and lower (nearer the sun) than now.  Axis limits: see RateGoal."""
+        look = 2.0 * self.clock.speed / self.mount.control_rate_hz
+        m = self.mount
         now = self.corr.believed(self.axes[0].pos, self.axes[1].pos, t)
         sun = self.sun(t)
-        d_end = sun_distance(end.ha_app, end.dec_app, *sun)
-        if d_end < self.mount.sun_avoidance_deg and d_end < sun_distance(now.ha_app, now.dec_app, *sun) - 1e-6:
-            raise TargetError(f"sun: manual move ends {d_end:.1f} deg from sun", "SUN")
+        d_now = sun_distance(now.ha_app, now.dec_app, *sun)
+        ends = ([self._reach(ax, look, rate) for ax, rate in zip(self.axes, rates, strict=True)],
+                [ax.stop_point(look) for ax in self.axes])
+        for ha, dec in ends:
+            end = self.corr.believed(ha, dec, t)
+            if end.el < m.min_elevation_deg and end.el < now.el - 1e-6:
+                raise TargetError(f"limit: el {end.el:.2f} < min {m.min_elevation_deg:g}", "HORIZON")
+            d_end = sun_distance(end.ha_app, end.dec_app, *sun)
+            if d_end < m.sun_avoidance_deg and d_end < d_now - 1e-6:
+                raise TargetError(f"sun: manual move ends {d_end:.1f} deg from sun", "SUN")
 
     async def _manual_safety(self, t: float) -> None:
-        """RATE: stop the drive where :meth:`check_manual` fails for the rates under way."""
+        """RATE: stop the drive when its command brakes for an axis limit, or where :meth:`check_manual`
+        fails for the rates under way."""
+        if self.goal.braking(t):
+            await self.stop(f"manual: {self.goal.why}", self.goal.limit)
+            return
         try:
             self.check_manual(self.goal.rates, t)
         except TargetError as err:

@@ -253,12 +253,23 @@ class SkyGoal:
         return [(x, probe.at(x)) for x in times]
 
 
+#: how far inside an axis limit a manual move comes to rest, beyond the room the axis may need to catch up
+#: with its command (deg)
+LIMIT_MARGIN_DEG = 0.01
+#: fraction of an axis's maximum acceleration with which a manual command brakes (the axis can follow it)
+COMMAND_BRAKE_FRACTION = 0.9
+
+
 class RateGoal:
     """Manual drive (RATE): the commanded encoder position moves at fixed axis rates from a start point.
 
     Commanded encoder = ``start + rates * (t - t0)`` (deg, rates deg/s of observatory time); the axes
     follow it within their own rate and acceleration limits.  Nothing on the sky is followed: rates of 0
-    hold the position.  The drive checks where the motion may end (``DriveSafety.check_manual``).
+    hold the position.  The command carries the axis limits itself: at ``t0 + hold`` it starts braking
+    (both axes, each at COMMAND_BRAKE_FRACTION of its acceleration) so as to come to rest LIMIT_MARGIN_DEG
+    plus the axis's catch-up room inside the first limit it runs towards, however late the control cycles
+    come.  ``axes`` gives per axis (name, lower limit, upper limit, maximum acceleration).  Raises
+    TargetError when an axis is already too near the limit it runs towards.
     """
 
     sky = False
@@ -266,18 +277,50 @@ class RateGoal:
     forced = False
     safe = False
 
-    def __init__(self, start: tuple[float, float], rates: tuple[float, float], t0: float, corr: Corrections):
+    def __init__(self, start: tuple[float, float], rates: tuple[float, float], t0: float, corr: Corrections,
+                 axes: tuple[tuple[str, float, float, float], ...]):
         self.start, self.rates, self.t0, self.corr = start, rates, t0, corr
         self.label = f"RATE HA {rates[0]:+.5f} Dec {rates[1]:+.5f} deg/s"
+        self.brake = tuple(COMMAND_BRAKE_FRACTION * a for _, _, _, a in axes)
+        self.hold, self.why, self.limit = math.inf, "", "OK"
+        for s, r, (name, lo, hi, _), a in zip(start, rates, axes, self.brake, strict=True):
+            if r == 0.0:
+                continue
+            stopping = r * r / (2.0 * a)
+            edge = hi - LIMIT_MARGIN_DEG - stopping if r > 0 else lo + LIMIT_MARGIN_DEG + stopping
+            hold = (edge - s - math.copysign(stopping, r)) / r
+            if hold < self.hold:
+                side = "max" if r > 0 else "min"
+                self.hold, self.limit = hold, f"{name.upper()}_{'HIGH' if r > 0 else 'LOW'}"
+                self.why = f"limit: {name} {side} {hi if r > 0 else lo:g} ahead"
+        if self.hold < 0.0:
+            raise TargetError(f"{self.why} within braking distance", self.limit)
+
+    def braking(self, t: float) -> bool:
+        """Whether the command brakes at ``t`` because a limit is ahead."""
+        return t - self.t0 > self.hold
+
+    def command(self, t: float) -> tuple[float, float]:
+        """Commanded encoder HA and Dec at ``t`` (deg)."""
+        tau = t - self.t0
+        out = []
+        for s, r, a in zip(self.start, self.rates, self.brake, strict=True):
+            if tau <= self.hold:
+                out.append(s + r * tau)
+                continue
+            u = min(tau - self.hold, abs(r) / a)
+            out.append(s + r * self.hold + r * u - math.copysign(0.5 * a * u * u, r))
+        return out[0], out[1]
 
     def at(self, t: float) -> Pointing:
         """Commanded position at ``t`` (what the control system believes it points at)."""
-        dt = t - self.t0
-        return self.corr.believed(self.start[0] + self.rates[0] * dt, self.start[1] + self.rates[1] * dt, t)
+        h, d = self.command(t)
+        return self.corr.believed(h, d, t)
 
     def samples(self, t: float) -> list[tuple[float, Pointing]]:
-        """The start of the move."""
-        return [(t, self.at(t))]
+        """None: the axis limits are in the command, the horizon and sun are checked by the drive (a move
+        back from beyond a limit is allowed)."""
+        return []
 
     def state(self, arrived: bool, t: float) -> str:
         """MANUAL throughout."""

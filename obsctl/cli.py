@@ -106,7 +106,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     launcher.log_event(state_dir, "obsctl status: " + ", ".join(
         f"{r['process']}={'up' if r['alive'] else 'down'}/{health[r['process']]}" for r in rows))
     if args.json:
-        print(json.dumps({"supervisor": sup, "clock": state.clock, "processes": [
+        try:
+            correction: float | None = launcher.clock_correction(state_dir)
+        except launcher.LauncherError:
+            correction = None  # unreadable: 'obsctl tsetp' says why
+        print(json.dumps({"supervisor": sup, "clock": state.clock, "clock_correction_s": correction, "processes": [
             {**r, "health": health[r["process"]]} for r in rows]}, indent=1))
     else:
         _print_table(f"supervisor pid {state.supervisor_pid}: {sup}",

@@ -138,7 +138,7 @@ def clock_correction(state_dir: Path) -> float:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise LauncherError(f"clock correction {path} is unreadable ({err}); "
                             "'obsctl tsetp --reset' clears it") from None
-    if not isinstance(value, int | float) or not abs(value) <= MAX_CLOCK_CORRECTION_S:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) <= MAX_CLOCK_CORRECTION_S:
         raise LauncherError(f"clock correction {path}: real_offset_s {value!r} is not a number of seconds within "
                             f"+-{MAX_CLOCK_CORRECTION_S:g}; 'obsctl tsetp --reset' clears it")
     return float(value)

@@ -278,16 +278,16 @@ class Steering:
         text = f"keys: HA {self.rates[0]:+.4f} Dec {self.rates[1]:+.4f} deg/s, step {self.step:g}"
         return text + (f"; {self.message}" if self.message else "")
 
-    def key(self, name: str, state: str) -> None:
-        """Act on one key, with ``state`` the drive state of the newest packet."""
+    def key(self, name: str) -> None:
+        """Act on one key."""
         moves = {"left": (0, -1), "right": (0, 1), "up": (1, 1), "down": (1, -1)}
         if name in moves:
             axis, sign = moves[name]
             new = list(self.rates)
             new[axis] = max(-self.top[axis], min(self.top[axis], round(new[axis] + sign * self.step, 9)))
-            self.apply(new, state)
+            self.apply(new)
         elif name == "space":
-            self.apply([0.0, 0.0], state)
+            self.apply([0.0, 0.0])
         elif name in ("+", "="):
             self.step = min(self.step * 2.0, max(self.top))
         elif name in ("-", "_"):
@@ -298,21 +298,13 @@ class Steering:
         elif name in ("q", "Q"):
             self.quit = True
 
-    def apply(self, new: list[float], state: str) -> None:
-        """Ask the drive for ``new`` rates: live while MANUAL, else a new RATE command; a refusal is shown."""
+    def apply(self, new: list[float]) -> None:
+        """Ask the drive for ``new`` rates (RATE again: on from the current command while MANUAL, else a new
+        manual move from where the axes rest); a refusal is shown."""
         from devices.common import CommandRefused  # noqa: PLC0415
 
         try:
-            if state == "MANUAL":
-                self.drive.rate_ha.checked_put(new[0])
-                self.drive.rate_dec.checked_put(new[1])
-            else:  # a new manual move: wait until the drive took it or refused it
-                status = self.drive.rate(new[0], new[1])
-                deadline = time.monotonic() + 5.0
-                while not status.done and self.drive.state.get() != "MANUAL" and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                if status.done and status.exception() is not None:
-                    raise CommandRefused(str(status.exception()))
+            self.drive.command_rates(new[0], new[1])
         except CommandRefused as err:
             self.message = f"refused: {self.drive.last_message() or err}"
             return
@@ -330,10 +322,9 @@ def run_keys(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> i
     try:
         with KeyReader() as keys:
             def read() -> MoveView:
-                state = read_view(drive, "", t0).state
                 for name in keys.pending():
-                    steer.key(name, state)
-                    state = read_view(drive, "", t0).state
+                    steer.key(name)
+                state = read_view(drive, "", t0).state
                 if state != "MANUAL" and not steer.message:
                     steer.message = f"drive {state}: {drive.last_message()}"
                 return read_view(drive, steer.label(), t0)

@@ -24,6 +24,7 @@ Importable: :func:`check_clock` gives a :class:`ClockCheck`; :func:`set_from_sta
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -135,6 +136,7 @@ def _apply(obs: common.Observatory, real_offset_s: float, how: str) -> float:
     except ValueError as err:
         raise common.ProgramError(f"{err}; nothing was changed") from None
     obs.clock = launcher.client_clock(obs.state_dir, obs.state)
+    os.environ["OBSCTL_CLOCK"] = obs.clock.to_env()  # devices made from here on use it too
     return real_offset_s
 
 
@@ -149,7 +151,7 @@ def set_from_station(obs: common.Observatory, check: ClockCheck) -> float | None
                                   "(obsctl down, obsctl up); nothing was changed")
     if check.ok:
         return None
-    return _apply(obs, launcher.clock_correction(obs.state_dir) - check.offset_real_ms / 1e3,
+    return _apply(obs, check.correction_s - check.offset_real_ms / 1e3,
                   f"tsetp --set: {check.offset_ms:+.1f} ms from station time {check.utc_station}")
 
 
