@@ -413,9 +413,14 @@ class DriveIOC(DriveSafety, ObsIOC):
             return RateGoal(self.goal.command(t), rates, t, self.corr, axes)
         return RateGoal((self.axes[0].pos, self.axes[1].pos), rates, t, self.corr, axes)
 
+    def _cycle_at(self, t: float) -> None:
+        """Ask for a control cycle at observatory time ``t`` (s; a past one: at once), DUE_MARGIN_S late so
+        that the cycle's time is not before ``t``."""
+        self.pacer.at(time.monotonic() + (t - self.clock.now()) / self.clock.speed + DUE_MARGIN_S)
+
     @sync.putter
     async def sync(self, instance, value):
-        self.pacer.at(time.monotonic() + (value - self.clock.now()) / self.clock.speed + DUE_MARGIN_S)
+        self._cycle_at(value)
         return value
 
     @heartbeat.putter
@@ -449,13 +454,14 @@ class DriveIOC(DriveSafety, ObsIOC):
         if self.link is not None:
             await self.link.start()
         period = 1.0 / m.control_rate_hz
+        asked = None
         while True:
             r0 = time.monotonic()
             await self.cycle()
-            wait = period - (time.monotonic() - r0)
-            if self.settle_due is not None:
-                wait = min(wait, (self.settle_due - self.clock.now()) / self.clock.speed + DUE_MARGIN_S)
-            await self.pacer.sleep(wait)  # a new command: a cycle at once
+            if self.settle_due is not None and self.settle_due != asked:
+                asked = self.settle_due
+                self._cycle_at(self.settle_due)
+            await self.pacer.sleep(period - (time.monotonic() - r0))  # a new command: a cycle at once
 
     async def shutdown(self) -> None:
         """Close the weather link (called by iocs.common.serve)."""
