@@ -75,12 +75,17 @@ class DriveSafety:
         if self.moving() and not self.arrived and not exempt:
             ends = [self._stop_short(ax, self.dt_last, target)
                     for ax, target in zip(self.axes, (self.cur.ha_cmd, self.cur.dec_cmd), strict=True)]
-            b = self.corr.believed(ends[0], ends[1], t)
             now = self.corr.believed(self.axes[0].pos, self.axes[1].pos, t)
-            sun = self.sun(t)
-            d_stop = sun_distance(b.ha_app, b.dec_app, *sun)
-            if d_stop < m.sun_avoidance_deg and d_stop < sun_distance(now.ha_app, now.dec_app, *sun) - 1e-6:
+            d_stop = self._nearing_sun(self.corr.believed(ends[0], ends[1], t), now, self.sun(t))
+            if d_stop is not None:
                 await self.stop(f"sun: motion stopped {d_stop:.1f} deg from sun", "SUN")
+
+    def _nearing_sun(self, end: Any, now: Any, sun: tuple[float, float]) -> float | None:
+        """The distance from the sun (deg) of a motion's end point if it lies in the avoidance zone and nearer
+        the sun than the beam is ``now`` (both believed Pointings), else None."""
+        d_end = sun_distance(end.ha_app, end.dec_app, *sun)
+        inside = d_end < self.mount.sun_avoidance_deg
+        return d_end if inside and d_end < sun_distance(now.ha_app, now.dec_app, *sun) - 1e-6 else None
 
     @staticmethod
     def _stop_short(axis: Axis, look: float, target: float) -> float:
@@ -92,7 +97,6 @@ class DriveSafety:
         if (end - axis.pos) * (target - axis.pos) > 0 and abs(end - axis.pos) > abs(target - axis.pos):
             return target
         return end
-
 
     @staticmethod
     def _reach(axis: Axis, look: float, rate: float) -> float:
@@ -115,15 +119,14 @@ class DriveSafety:
         m = self.mount
         now = self.corr.believed(self.axes[0].pos, self.axes[1].pos, t)
         sun = self.sun(t)
-        d_now = sun_distance(now.ha_app, now.dec_app, *sun)
         ends = ([self._reach(ax, look, rate) for ax, rate in zip(self.axes, rates, strict=True)],
                 [ax.stop_point(look) for ax in self.axes])
         for ha, dec in ends:
             end = self.corr.believed(ha, dec, t)
             if end.el < m.min_elevation_deg and end.el < now.el - 1e-6:
                 raise TargetError(f"limit: el {end.el:.2f} < min {m.min_elevation_deg:g}", "HORIZON")
-            d_end = sun_distance(end.ha_app, end.dec_app, *sun)
-            if d_end < m.sun_avoidance_deg and d_end < d_now - 1e-6:
+            d_end = self._nearing_sun(end, now, sun)
+            if d_end is not None:
                 raise TargetError(f"sun: manual move ends {d_end:.1f} deg from sun", "SUN")
 
     async def _manual_safety(self, t: float) -> None:

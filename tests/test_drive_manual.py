@@ -32,6 +32,15 @@ def _packets(pv, seconds: float) -> np.ndarray:
     return np.array(got)
 
 
+def _park(pv, ha: float, dec: float) -> None:
+    """Slew to apparent (HA, Dec) (deg) and wait until parked there."""
+    put(pv("SLEW_FRAME_SP"), "HADEC")
+    put(pv("SLEW_X_SP"), ha)
+    put(pv("SLEW_Y_SP"), dec)
+    put(pv("MODE_CMD"), "SLEW")
+    _wait_state(pv, "PARKED", 30)
+
+
 def _at_rest(pv) -> bool:
     return _state(pv) == "STOPPED" and get(pv("HA_VEL_RBV")) == 0.0 and get(pv("DEC_VEL_RBV")) == 0.0
 
@@ -95,11 +104,7 @@ def test_stops_before_the_limits(observatory):
     obs, pv = _start(observatory, speed=60)
     m = obs.site.mount
     put(pv("WATCHDOG_ENA_SP"), "DISABLED")
-    put(pv("SLEW_FRAME_SP"), "HADEC")
-    put(pv("SLEW_X_SP"), 0.0)
-    put(pv("SLEW_Y_SP"), m.dec.min_deg + 4.0)
-    put(pv("MODE_CMD"), "SLEW")
-    _wait_state(pv, "PARKED")
+    _park(pv, 0.0, m.dec.min_deg + 4.0)
     # towards the Dec limit (near the south pole; the northern one is below the horizon limit): the command
     # brakes, the drive stops and the axis comes to rest inside
     put(pv("RATE_HA_SP"), 0.0)
@@ -129,10 +134,7 @@ def test_stops_before_the_limits(observatory):
     ha_rest = get(pv("HA_RBV"))
     assert m.ha.max_deg - 4.0 < ha_rest < m.ha.max_deg, ha_rest
     # on the equator the horizon comes first: the beam stays above min_elevation_deg
-    put(pv("SLEW_X_SP"), 60.0)
-    put(pv("SLEW_Y_SP"), 0.0)
-    put(pv("MODE_CMD"), "SLEW")
-    _wait_state(pv, "PARKED", 30)
+    _park(pv, 60.0, 0.0)
     assert put_rejected(pv("MODE_CMD"), "RATE") is None, get(pv("MSG_RBV"))
     wait_for(lambda: _at_rest(pv), 60, what="stopped above the horizon")
     assert get(pv("LIMIT_STS"), as_string=True) == "HORIZON"
@@ -148,11 +150,7 @@ def test_stops_before_the_sun_and_obeys_the_watchdog(observatory):
     avoid = site.mount.sun_avoidance_deg
     put(pv("WATCHDOG_ENA_SP"), "DISABLED")
     sun_ha, sun_dec = _sun_hadec(clock.now(), site)
-    put(pv("SLEW_FRAME_SP"), "HADEC")
-    put(pv("SLEW_X_SP"), sun_ha + avoid + 12.0)
-    put(pv("SLEW_Y_SP"), sun_dec)
-    put(pv("MODE_CMD"), "SLEW")
-    _wait_state(pv, "PARKED", 30)
+    _park(pv, sun_ha + avoid + 12.0, sun_dec)
     # east of the sun at its declination, then by hand towards it (HA decreasing)
     put(pv("RATE_HA_SP"), -0.3)
     put(pv("RATE_DEC_SP"), 0.0)

@@ -29,7 +29,8 @@ import os
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from opi.programs import common
@@ -247,15 +248,24 @@ def run_rates(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> 
                              "MANDR leaves it as it is")
         return v
 
+    return steer_then_stop(args, drive, lambda: common.refresh_loop(
+        args, read, render=render, line=line, record=MoveView.as_dict, until=lambda v: time.monotonic() >= deadline))
+
+
+def steer_then_stop(args: argparse.Namespace, drive: Any, loop: Callable[[], Any]) -> int:
+    """Run ``loop`` (a display loop while the drive moves by hand), then stop the drive and say so.
+
+    Ctrl-C and any failure stop the drive too (then go on), except :class:`Superseded`: the drive then
+    belongs to the client that re-commanded it.
+    """
     try:
-        common.refresh_loop(args, read, render=render, line=line, record=MoveView.as_dict,
-                            until=lambda v: time.monotonic() >= deadline)
+        loop()
     except KeyboardInterrupt:
         common.note(args, f"Ctrl-C: drive stopped ({stop_drive(drive)})")
         raise
     except Superseded:
         raise
-    except (common.ProgramError, DeviceFault):
+    except BaseException:
         stop_drive(drive)
         raise
     common.note(args, f"drive stopped ({stop_drive(drive)})")
@@ -319,26 +329,21 @@ def run_keys(args: argparse.Namespace, obs: common.Observatory, drive: Any) -> i
     follow_move(args, drive, drive.rate(0.0, 0.0, timeout=args.timeout), "manual drive by keys: starting")
     t0 = time.monotonic()
     deadline = t0 + args.duration if args.duration is not None else math.inf
-    try:
+
+    def loop() -> None:
         with KeyReader() as keys:
             def read() -> MoveView:
                 for name in keys.pending():
                     steer.key(name)
-                state = read_view(drive, "", t0).state
-                if state != "MANUAL" and not steer.message:
-                    steer.message = f"drive {state}: {drive.last_message()}"
-                return read_view(drive, steer.label(), t0)
+                v = read_view(drive, "", t0)
+                if v.state != "MANUAL" and not steer.message:
+                    steer.message = f"drive {v.state}: {drive.last_message()}"
+                return replace(v, what=steer.label())
 
             common.refresh_loop(args, read, render=lambda v: render(v, KEY_HELP), line=line,
                                 record=MoveView.as_dict, until=lambda v: steer.quit or time.monotonic() >= deadline)
-    except KeyboardInterrupt:
-        common.note(args, f"Ctrl-C: drive stopped ({stop_drive(drive)})")
-        raise
-    except BaseException:
-        stop_drive(drive)
-        raise
-    common.note(args, f"drive stopped ({stop_drive(drive)})")
-    return 0
+
+    return steer_then_stop(args, drive, loop)
 
 
 def slew_target(args: argparse.Namespace) -> tuple[float, float, str]:

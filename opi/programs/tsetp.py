@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     common.refresh_loop(args, read, render=render, line=line, record=ClockCheck.as_dict, count=args.count or 1)
     if not args.set or not last:
         return 0
-    before = launcher.clock_correction(obs.state_dir)
+    before = last[0].correction_s
     corr = set_from_station(obs, last[0])
     if corr is None:
         common.note(args, f"clock agrees with station time within {args.tolerance_ms:g} ms: not set")
